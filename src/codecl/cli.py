@@ -1,0 +1,124 @@
+"""The `codecl` command: each subcommand maps to one plain function; the logic lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from codecl.errors import UserError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def resolve_config(name: str | None) -> Path:
+    """A path as given, else `configs/NAME.yaml` here or in the codecl checkout."""
+    name = name or "default"
+    for candidate in (Path(name), Path("configs") / f"{name}.yaml", REPO_CONFIGS / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    return Path(name)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from codecl.config import load_config
+    from codecl.runner import Run
+
+    positional = list(args.items)
+    config_name = positional.pop(0) if positional and "=" not in positional[0] else None
+    config_path = resolve_config(config_name)
+    config = load_config(config_path, positional)
+    out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if (out_dir / "results.json").exists():
+        raise UserError(f"--out {out_dir}: already holds a run's results.json; choose a new folder")
+    print(f"codecl run {config_path} -> {out_dir}", file=sys.stderr)
+    Run(config, out_dir, config_path).execute()
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {out_dir / 'predictions'}/")
+    print((out_dir / "report.md").read_text().split("## Accuracy matrices")[0].rstrip())
+
+
+def command_data_mine(args: argparse.Namespace) -> None:
+    from codecl.data.miner import mine_corpus
+
+    summary = mine_corpus(
+        args.out,
+        python_dirs=args.python_dir,
+        javascript_dirs=args.javascript_dir,
+        use_stdlib=not args.no_stdlib,
+        use_npm=not args.no_npm,
+        languages=tuple(args.languages),
+    )
+    print(summary)
+
+
+def command_data_stats(args: argparse.Namespace) -> None:
+    from codecl.data.csn import format_split_counts, split_counts
+
+    print(format_split_counts(split_counts(args.path)))
+
+
+def command_report(args: argparse.Namespace) -> None:
+    from codecl.report import rebuild_report
+
+    print(f"wrote {rebuild_report(args.run_dir)}")
+
+
+def command_methods(args: argparse.Namespace) -> None:
+    from codecl.methods import METHODS
+
+    for name, entry in sorted(METHODS.items()):
+        print(f"{name:12s} {entry.summary}")
+        for field, info in entry.config_class.model_fields.items():
+            if field != "method":
+                print(f"    {field} = {info.default!r}: {info.description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codecl", description="Continual learning for code models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an experiment: every method through the task stream")
+    run.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
+                     help="a config file or name (default: configs/default.yaml), then dotted overrides")
+    run.add_argument("--out", type=Path, help="the run folder (default: runs/NAME-TIMESTAMP)")
+    run.set_defaults(handler=command_run)
+
+    data = commands.add_parser("data", help="prepare and inspect CodeSearchNet-layout data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    mine = data_commands.add_parser("mine", help="mine a CodeSearchNet-layout corpus from local code")
+    mine.add_argument("--out", type=Path, required=True, help="the folder to write")
+    mine.add_argument("--python-dir", type=Path, action="append", default=[], help="a folder of Python code (repeatable)")
+    mine.add_argument("--javascript-dir", type=Path, action="append", default=[], help="a folder of JavaScript code (repeatable)")
+    mine.add_argument("--no-stdlib", action="store_true", help="do not mine the Python standard library")
+    mine.add_argument("--no-npm", action="store_true", help="do not fetch the default npm packages")
+    mine.add_argument("--languages", nargs="+", default=["python", "javascript"], choices=["python", "javascript"])
+    mine.set_defaults(handler=command_data_mine)
+    stats = data_commands.add_parser("stats", help="count examples per language and split")
+    stats.add_argument("path", type=Path, help="a CodeSearchNet-layout folder")
+    stats.set_defaults(handler=command_data_stats)
+
+    report = commands.add_parser("report", help="rebuild report.md from a run folder's results.json")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(handler=command_report)
+
+    methods = commands.add_parser("methods", help="list the registered methods and their options")
+    methods.set_defaults(handler=command_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"codecl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codecl: interrupted; finished results were kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

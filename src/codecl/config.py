@@ -1,0 +1,175 @@
+"""The experiment config: YAML, validated by typed models, with dotted `key=value` overrides.
+
+Every option is a typed field with a default and a one-line description; an unknown key, a wrong type
+or an unknown method is a one-line `UserError` that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from codecl.errors import UserError
+from codecl.methods import METHODS, MethodConfig
+
+LANGUAGES = ("python", "javascript")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    source: Literal["mined", "local", "hub"] = Field(
+        "mined",
+        description="mined: corpus codecl mines from local code; local: a CodeSearchNet-layout folder; "
+        "hub: the Hugging Face hub's code_search_net",
+    )
+    path: Path | None = Field(None, description="the folder for source=local")
+    stream: list[Literal["python", "javascript"]] = Field(
+        ["python", "javascript"], min_length=1, description="the languages of the task stream, in order"
+    )
+    task_format: Literal["docstring-to-code", "completion"] = Field(
+        "docstring-to-code",
+        description="docstring-to-code: first docstring paragraph -> code; completion: first part of a "
+        "function -> the rest",
+    )
+    completion_prompt_fraction: float = Field(
+        0.5, gt=0, lt=1, description="for completion: the fraction of a function's lines given as prompt"
+    )
+    train_examples: int = Field(15000, ge=1, description="training examples per task (at most)")
+    valid_examples: int = Field(5000, ge=1, description="validation examples per task (at most)")
+    test_examples: int = Field(1000, ge=1, description="test examples per task (at most)")
+    min_examples: int = Field(
+        10, ge=1, description="a split with fewer usable examples than this fails the run"
+    )
+    max_source_tokens: int = Field(64, ge=8, description="inputs are cut to this many tokens")
+    max_target_tokens: int = Field(256, ge=8, description="targets are cut to this many tokens")
+
+    @model_validator(mode="after")
+    def _path_for_local(self) -> DataConfig:
+        if self.source == "local" and self.path is None:
+            raise ValueError("data.path is required when data.source is 'local'")
+        return self
+
+
+class TinyModelConfig(Section):
+    vocab_size: int = Field(8192, ge=300, description="byte-level BPE vocabulary, sentinels included")
+    d_model: int = Field(256, ge=8, description="hidden size")
+    d_ff: int = Field(1024, ge=8, description="feed-forward width")
+    num_heads: int = Field(4, ge=1, description="attention heads")
+    num_layers: int = Field(2, ge=1, description="encoder layers (the decoder has as many)")
+    pretrain_steps: int = Field(1500, ge=0, description="span-corruption pretraining steps")
+    pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
+    pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
+    pretrain_learning_rate: float = Field(2e-3, gt=0, description="peak pretraining learning rate")
+    noise_density: float = Field(0.15, gt=0, lt=1, description="fraction of tokens corrupted (T5)")
+    mean_span_length: float = Field(3.0, ge=1, description="mean corrupted span length (T5)")
+
+
+class ModelConfig(Section):
+    name: str = Field("tiny", description="'tiny' (built and pretrained by codecl), a hub id or a local folder")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="mixed precision for training and decoding; base weights keep their dtype"
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="the tiny preset")
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1.0, gt=0, description="passes over each task's training examples")
+    batch_size: int = Field(16, ge=1, description="examples per optimiser step")
+    learning_rate: float = Field(1e-4, gt=0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="fraction of steps of linear warmup")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    max_bad_steps: int = Field(
+        10, ge=1, description="consecutive non-finite losses after which a method fails"
+    )
+    log_every: int = Field(50, ge=1, description="steps between training log lines")
+
+
+class EvalConfig(Section):
+    split: Literal["valid", "test"] = Field("test", description="the split every task is scored on")
+    batch_size: int = Field(64, ge=1, description="sequences decoded together")
+    num_beams: int = Field(1, ge=1, description="1 is greedy decoding")
+    max_new_tokens: int = Field(128, ge=1, description="the most tokens generated per example")
+
+
+class ExperimentConfig(Section):
+    name: str = Field("experiment", description="names the run folder")
+    seeds: list[int] = Field([0], min_length=1, description="every method runs once per seed")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    methods: dict[str, MethodConfig] = Field(..., min_length=1, description="name -> method config")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_by_registry(cls, value: Any) -> dict[str, MethodConfig]:
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of name -> method config")
+        methods = {}
+        for name, options in value.items():
+            options = dict(options or {})
+            method = options.setdefault("method", name)
+            if method not in METHODS:
+                known = ", ".join(sorted(METHODS))
+                raise ValueError(f"{name}: unknown method {method!r} (known: {known})")
+            try:
+                methods[name] = METHODS[method].config_class(**options)
+            except ValidationError as error:
+                raise ValueError(f"{name}.{_first_problem(error)}") from None
+        return methods
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    if problem["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "value_error" and where == "methods":
+        return f"methods.{message}"
+    return f"{where}: {message}" if where else message
+
+
+def apply_override(tree: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` to a config tree; the value is read as YAML (`3`, `true`, `[1,2]`)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise UserError(f"override {assignment!r}: expected dotted.key=value")
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {assignment!r}: {part} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read, override and validate a config file; every problem is one `UserError` line."""
+    if not path.is_file():
+        raise UserError(f"config {path}: no such file")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config {path}:{where} invalid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"config {path}: expected a mapping at the top level")
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    try:
+        return ExperimentConfig(**tree)
+    except ValidationError as error:
+        raise UserError(f"config {path}: {_first_problem(error)}") from None

@@ -1,0 +1,75 @@
+"""Deterministic decoding and the scores of one evaluation of one task.
+
+Greedy by default (beam search when `num_beams > 1`), never sampling: a model that did not change must
+score exactly what it scored before, so any difference between two rows is the method's doing.
+Inputs are decoded in batches of similar length, so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from codecl.config import EvalConfig
+from codecl.data.batching import collate
+from codecl.data.tasks import Example
+from codecl.evaluate.syntax import syntax_validity
+from codecl.evaluate.text import corpus_bleu, exact_match
+
+METRICS = ("bleu", "exact_match", "syntax")
+
+
+@dataclass
+class Evaluation:
+    scores: dict[str, float]
+    predictions: list[str]
+    bleu_signature: str
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module, tokenizer, examples: list[Example], config: EvalConfig, accelerator: Accelerator
+) -> list[str]:
+    """Decode every example; predictions come back in the examples' order."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].source_ids))
+    predictions: list[str] = [""] * len(examples)
+    model.eval()
+    for start in range(0, len(order), config.batch_size):
+        indices = order[start : start + config.batch_size]
+        batch = collate([examples[i].source_ids for i in indices], [[0]] * len(indices), tokenizer.pad_token_id)
+        with accelerator.autocast():
+            output = model.generate(
+                input_ids=batch["input_ids"].to(accelerator.device),
+                attention_mask=batch["attention_mask"].to(accelerator.device),
+                do_sample=False,
+                num_beams=config.num_beams,
+                max_new_tokens=config.max_new_tokens,
+            )
+        texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        for i, text in zip(indices, texts):
+            predictions[i] = text
+    return predictions
+
+
+def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
+    """BLEU (sacrebleu corpus BLEU, signature recorded), exact match and syntax validity, in percent."""
+    references = [e.target for e in examples]
+    bleu = corpus_bleu(predictions, references)
+    scores = {
+        "bleu": bleu.score,
+        "exact_match": 100.0 * exact_match(predictions, references),
+        "syntax": 100.0 * syntax_validity(predictions, language),
+    }
+    if not all(math.isfinite(v) for v in scores.values()):
+        raise ValueError(f"a non-finite score: {scores}")
+    return Evaluation(scores, predictions, bleu.signature)
+
+
+def evaluate_task(
+    model: nn.Module, tokenizer, examples: list[Example], language: str, config: EvalConfig, accelerator: Accelerator
+) -> Evaluation:
+    return score(generate(model, tokenizer, examples, config, accelerator), examples, language)

@@ -1,0 +1,125 @@
+"""`report.md` from `results.json`: a ranking table like the original study's, then the matrices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codecl.errors import UserError
+
+METRIC_TITLES = {"bleu": "BLEU", "exact_match": "exact match (%)", "syntax": "syntax valid (%)"}
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _across_seeds(summary: dict, metric: str, key: str) -> str:
+    cell = summary.get(metric, {}).get(key)
+    if not cell or cell["mean"] is None:
+        return "—"
+    text = _number(cell["mean"])
+    return text + (f" ± {cell['std']:.2f} sd" if cell.get("std") is not None else "")
+
+
+def _parameters(entry: dict, base: int) -> tuple[str, str, str]:
+    finished = [run for run in entry["runs"] if "parameters" in run]
+    if not finished:
+        return "—", "—", "—"
+    parameters = finished[0]["parameters"]
+    per_task = max(parameters["trainable_per_task"], default=0)
+    return f"{per_task:,}", f"{100.0 * per_task / base:.2f}%", f"{parameters['added']:,}"
+
+
+def ranking_table(results: dict) -> str:
+    base = results["base_model"]["parameters"]
+    lines = [
+        "| rank | method | avg BLEU | trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    def sort_key(item):
+        name, entry = item
+        cell = entry.get("summary", {}).get("bleu", {}).get("average") or {}
+        return (entry.get("status") != "ok", -(cell.get("mean") or float("-inf")), name)
+    for rank, (name, entry) in enumerate(sorted(results["methods"].items(), key=sort_key), 1):
+        summary = entry.get("summary", {})
+        seconds = [sum(t["seconds"] for t in run["train"]) for run in entry["runs"]]
+        per_task, percent, added = _parameters(entry, base)
+        status = entry.get("status", "?")
+        if status != "ok":
+            errors = [run["error"] for run in entry["runs"] if run["error"]]
+            status = f"failed: {errors[0]}" if errors else status
+        lines.append(
+            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {per_task} | {percent} | {added} | "
+            f"{_across_seeds(summary, 'bleu', 'forgetting')} | {_across_seeds(summary, 'bleu', 'backward_transfer')} | "
+            f"{_across_seeds(summary, 'bleu', 'forward_transfer')} | {sum(seconds) / max(1, len(seconds)):.0f} | {status} |"
+        )
+    return "\n".join(lines)
+
+
+def matrix_table(matrix: list[list[float]], task_names: list[str], counts: dict[str, int]) -> str:
+    header = "| after training ↓ / scored on → | " + " | ".join(f"{t} (n={counts[t]})" for t in task_names) + " |"
+    lines = [header, "|---|" + "---:|" * len(task_names)]
+    for i, row in enumerate(matrix):
+        label = "nothing (base)" if i == 0 else task_names[i - 1]
+        lines.append(f"| {label} | " + " | ".join(_number(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def render(results: dict) -> str:
+    evaluation = results["evaluation"]
+    task_names = [t["name"] for t in results["tasks"]]
+    counts = evaluation["examples_per_task"]
+    base = results["base_model"]
+    made = base.get("made_by_codecl")
+    base_line = f"`{base['name']}` ({base['parameters']:,} parameters"
+    base_line += f"; {made['recipe']}, {made['objective']} for {made['steps']} steps on train splits only)" if made else ")"
+    signature = evaluation["metrics"]["bleu"].get("signature") or "n/a"
+    out = [
+        f"# codecl report: {results['config']['name']}",
+        "",
+        f"- Stream: {' → '.join(task_names)} ({results['config']['data']['task_format']}, data: {results['config']['data']['source']})",
+        f"- Base model: {base_line}",
+        f"- Scored on the {evaluation['split']} split, n per task: "
+        + ", ".join(f"{t} {counts[t]}" for t in task_names)
+        + f"; decoding: {evaluation['decoding']}, at most {evaluation['max_new_tokens']} new tokens",
+        f"- BLEU: {evaluation['metrics']['bleu']['variant']}, signature `{signature}`",
+        f"- Seeds: {', '.join(map(str, results['seeds']))}; device: {results['device']}; "
+        f"git: {(results['git'] or {}).get('commit') or 'n/a'}",
+        "- Forgetting (Chaudhry et al. 2018), BWT and FWT (Lopez-Paz & Ranzato 2017) are in BLEU points; "
+        "the formulas are in `codecl.metrics`.",
+        "",
+        "## Ranking",
+        "",
+        ranking_table(results),
+        "",
+        "## Accuracy matrices",
+    ]
+    for name, entry in results["methods"].items():
+        for run in entry["runs"]:
+            out += ["", f"### {name}, seed {run['seed']}"]
+            for metric, matrix in run["matrices"].items():
+                out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, task_names, counts)]
+    return "\n".join(out) + "\n"
+
+
+def write_report(results: dict, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(render(results))
+    partial.replace(path)
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """`codecl report RUN_DIR`: render `report.md` again from `results.json`."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise UserError(f"report {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
+    try:
+        results = json.loads(results_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"report {results_path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    try:
+        write_report(results, run_dir / "report.md")
+    except (KeyError, TypeError) as error:
+        raise UserError(f"report {results_path}: missing or malformed field {error}") from None
+    return run_dir / "report.md"

@@ -1,0 +1,94 @@
+"""Results files that describe themselves: config, git commit, package versions, seeds, metric variants.
+
+`results.json` is rewritten atomically after every finished (method, seed), so an interrupted run keeps
+everything it finished, and `codecl report` can rebuild the report from it at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from codecl import metrics
+
+PACKAGES = (
+    "codecl", "torch", "transformers", "peft", "accelerate", "tokenizers", "sacrebleu",
+    "tree-sitter", "tree-sitter-python", "tree-sitter-javascript", "pydantic", "numpy",
+)
+SUMMARY_KEYS = ("average", "backward_transfer", "forgetting", "forward_transfer")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> dict[str, str | bool | None]:
+    """The commit of the codecl source tree this runs from, if it is a git checkout."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        json.dump(data, handle, indent=2, allow_nan=False, default=str)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(handle.name, path)
+
+
+def summarize_run(matrices: dict[str, list[list[float]]]) -> dict[str, dict[str, float | None]]:
+    """The CL summary (average, BWT, forgetting, FWT) of every metric's accuracy matrix."""
+    return {metric: metrics.summarize(matrix) for metric, matrix in matrices.items()}
+
+
+def aggregate_seeds(runs: list[dict]) -> dict[str, dict[str, dict]]:
+    """Mean, sample standard deviation and n over the seeds that finished, per metric and summary key."""
+    finished = [run for run in runs if run["status"] == "ok"]
+    if not finished:
+        return {}
+    aggregate: dict[str, dict[str, dict]] = {}
+    for metric in finished[0]["summary"]:
+        aggregate[metric] = {}
+        for key in SUMMARY_KEYS:
+            values = [run["summary"][metric][key] for run in finished if run["summary"][metric][key] is not None]
+            if not values:
+                aggregate[metric][key] = {"mean": None, "std": None, "n": 0}
+                continue
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+            aggregate[metric][key] = {"mean": mean, "std": std, "n": len(values)}
+    return aggregate

@@ -1,0 +1,206 @@
+"""The experiment: for every seed and method, `for task in stream: train, then evaluate every task`.
+
+Row 0 of every accuracy matrix is the base model before any training, evaluated once and shared by all
+methods and seeds (decoding is deterministic and every method starts function-preserving). Row i is
+every task's score after training task i. A task for which a method trains nothing leaves the model
+unchanged, so its row repeats the previous one instead of decoding it all again.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from codecl import __version__
+from codecl.config import ExperimentConfig
+from codecl.data.tasks import Task, build_stream, corpus_fingerprint, pretraining_corpus
+from codecl.errors import UserError
+from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
+from codecl.methods import METHODS
+from codecl.models.load import BaseModel, load_pretrained
+from codecl.models.tiny import ensure_tiny_model
+from codecl.report import write_report
+from codecl.results import (
+    aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,
+    write_jsonl_atomically,
+)
+from codecl.train import train_task
+
+Log = Callable[[str], None]
+
+
+def log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
+    if config.model.name != "tiny":
+        return load_pretrained(config.model.name)
+    directory = ensure_tiny_model(
+        config.model.tiny, corpus_fingerprint(config.data), lambda: pretraining_corpus(config.data), log
+    )
+    return load_pretrained(directory)
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("model.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+
+
+def peak_memory_mb(accelerator: Accelerator) -> dict:
+    if accelerator.device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "memory_kind": "cuda_max_allocated"}
+    # Linux reports ru_maxrss in KiB: the whole process's high-water mark, not this method's alone.
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "memory_kind": "process_max_rss"}
+
+
+class Run:
+    """One experiment writing into one folder."""
+
+    def __init__(self, config: ExperimentConfig, out_dir: Path, config_path: Path | None = None, log: Log = log_to_stderr):
+        self.config, self.out_dir, self.log = config, out_dir, log
+        self.accelerator = make_accelerator(config.model.precision)
+        self.base = load_base(config, log)
+        self.base.model.to(self.accelerator.device)
+        self.tasks = build_stream(config.data, self.base.tokenizer, config.eval.split)
+        self.results = {
+            "codecl_version": __version__,
+            "created": now(),
+            "config_path": str(config_path) if config_path else None,
+            "config": config.model_dump(mode="json"),
+            "git": git_commit(),
+            "packages": package_versions(),
+            "device": str(self.accelerator.device),
+            "seeds": config.seeds,
+            "base_model": {**self.base.provenance, "parameters": self.base.parameter_count},
+            "tasks": [
+                {"name": t.name, "language": t.language, "examples": {s: len(e) for s, e in t.splits.items()}}
+                for t in self.tasks
+            ],
+            "evaluation": {
+                "split": config.eval.split,
+                "examples_per_task": {t.name: len(t.splits[config.eval.split]) for t in self.tasks},
+                "decoding": "greedy" if config.eval.num_beams == 1 else f"beam search, {config.eval.num_beams} beams",
+                "max_new_tokens": config.eval.max_new_tokens,
+                "metrics": {
+                    "bleu": {"variant": "sacrebleu corpus BLEU", "signature": None},
+                    "exact_match": {"variant": "whitespace-normalised exact match, percent"},
+                    "syntax": {"variant": "parses cleanly: Python ast / tree-sitter JavaScript, percent"},
+                },
+            },
+            "methods": {},
+        }
+
+    def evaluate_all(self, model, use_task: Callable[[int], None]) -> list[Evaluation]:
+        row = []
+        for task in self.tasks:
+            use_task(task.index)
+            evaluation = evaluate_task(
+                model, self.base.tokenizer, task.splits[self.config.eval.split], task.language,
+                self.config.eval, self.accelerator,
+            )
+            self.results["evaluation"]["metrics"]["bleu"]["signature"] = evaluation.bleu_signature
+            row.append(evaluation)
+        return row
+
+    def write_predictions(self, method: str, seed: int, rows: list[list[Evaluation]]) -> None:
+        after_names = ["start"] + [t.name for t in self.tasks]
+        for i, row in enumerate(rows):
+            for task, evaluation in zip(self.tasks, row):
+                examples = task.splits[self.config.eval.split]
+                write_jsonl_atomically(
+                    self.out_dir / "predictions" / method / f"seed{seed}" / f"after{i}-{after_names[i]}" / f"{task.name}.jsonl",
+                    [{"input": e.source, "reference": e.target, "prediction": p} for e, p in zip(examples, evaluation.predictions)],
+                )
+
+    def run_method(self, name: str, seed: int, start_row: list[Evaluation]) -> dict:
+        method_config = self.config.methods[name]
+        set_seed(seed)
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        method = METHODS[method_config.method].build(method_config)
+        record = {"seed": seed, "status": "ok", "error": None, "train": []}
+        rows = [start_row]
+        try:
+            model = method.attach(copy.deepcopy(self.base.model)).to(self.accelerator.device)
+            trainable = []
+            for task in self.tasks:
+                parameters = method.begin_task(model, task.index)
+                trainable.append(sum(p.numel() for p in parameters))
+                if parameters:
+                    self.log(f"[{name} seed {seed}] training on {task.name}: {trainable[-1]:,} parameters")
+                    trained = train_task(
+                        model, parameters, task.splits["train"], self.config.train,
+                        learning_rate=method_config.learning_rate or self.config.train.learning_rate,
+                        accelerator=self.accelerator, pad_id=self.base.tokenizer.pad_token_id,
+                        seed=seed * 1000 + task.index, extra_loss=method.extra_loss,
+                        log=lambda line: self.log(f"[{name} seed {seed} {task.name}] {line}"),
+                    )
+                    record["train"].append({
+                        "task": task.name, "seconds": round(trained.seconds, 2), "steps": trained.steps,
+                        "skipped_steps": trained.skipped_steps, "tokens": trained.tokens,
+                        "tokens_per_second": round(trained.tokens_per_second, 1), "final_loss": trained.final_loss,
+                    })
+                    if trained.failure:
+                        raise MethodFailed(f"task {task.name}: {trained.failure}")
+                method.end_task(model, task.index)
+                rows.append(self.evaluate_all(model, lambda j: method.use_task(model, j)) if parameters else rows[-1])
+            total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+            base = self.base.parameter_count
+            record["parameters"] = {
+                "base": base, "total": total, "added": total - base,
+                "added_percent": 100.0 * (total - base) / base, "trainable_per_task": trainable,
+            }
+            method.save(model, self.out_dir / "checkpoints" / name / f"seed{seed}")
+        except MethodFailed as failure:
+            record.update(status="failed", error=str(failure))
+        except Exception as error:  # a method that crashes is a result to report, not a crashed run
+            record.update(status="failed", error=f"{type(error).__name__}: {error}".splitlines()[0])
+            trace = self.out_dir / "errors" / f"{name}-seed{seed}.txt"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.write_text(traceback.format_exc())
+        record["matrices"] = {m: [[e.scores[m] for e in row] for row in rows] for m in METRICS}
+        record["summary"] = summarize_run(record["matrices"]) if record["status"] == "ok" else None
+        record.update(peak_memory_mb(self.accelerator))
+        self.write_predictions(name, seed, rows)
+        return record
+
+    def execute(self) -> dict:
+        counts = ", ".join(f"{t.name} n={len(t.splits[self.config.eval.split])}" for t in self.tasks)
+        self.log(f"tasks: {' -> '.join(t.name for t in self.tasks)}; scored on {self.config.eval.split} ({counts})")
+        started = time.perf_counter()
+        start_row = self.evaluate_all(self.base.model, lambda j: None)
+        bleu = ", ".join(f"{t.name} BLEU {e.scores['bleu']:.2f}" for t, e in zip(self.tasks, start_row))
+        self.log(f"base model: {bleu}")
+        for name in self.config.methods:
+            entry = self.results["methods"].setdefault(
+                name, {"config": self.config.methods[name].model_dump(mode="json"), "runs": []}
+            )
+            for seed in self.config.seeds:
+                record = self.run_method(name, seed, start_row)
+                entry["runs"].append(record)
+                entry["summary"] = aggregate_seeds(entry["runs"])
+                entry["status"] = "ok" if all(r["status"] == "ok" for r in entry["runs"]) else "failed"
+                average = (record["summary"] or {}).get("bleu", {}).get("average")
+                outcome = f"average BLEU {average:.2f}" if average is not None else record["error"]
+                self.log(f"[{name} seed {seed}] {record['status']}: {outcome}")
+                self.results["seconds"] = round(time.perf_counter() - started, 1)
+                write_json_atomically(self.out_dir / "results.json", self.results)
+        self.results["finished"] = now()
+        write_json_atomically(self.out_dir / "results.json", self.results)
+        write_report(self.results, self.out_dir / "report.md")
+        return self.results
+
+
+class MethodFailed(Exception):
+    pass

@@ -1,0 +1,127 @@
+"""The one training loop. It knows nothing of methods: it trains the parameters it is given.
+
+AdamW, linear warmup then linear decay, gradient clipping, mixed precision and device placement
+through `accelerate`, and a guard against non-finite losses: such a step is skipped and counted, and
+`max_bad_steps` of them in a row stop the task with a failure that names the step and the cause. A
+failure is returned, never turned into a score.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from codecl.config import TrainConfig
+from codecl.data.batching import collate, length_grouped_batches
+from codecl.data.tasks import Example
+
+ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor]], "torch.Tensor | None"]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    skipped_steps: int
+    tokens: int
+    seconds: float
+    final_loss: float | None
+    failure: str | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def warmup_then_linear_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: (s+1)/warmup while warming up, then linear down to 0 at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def train_task(
+    model: nn.Module,
+    parameters: list[nn.Parameter],
+    examples: list[Example],
+    config: TrainConfig,
+    *,
+    learning_rate: float,
+    accelerator: Accelerator,
+    pad_id: int,
+    seed: int,
+    extra_loss: ExtraLoss,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """Train `parameters` of `model` on `examples` for `config.epochs` epochs."""
+    rng = random.Random(seed)
+    lengths = [len(e.source_ids) + len(e.target_ids) for e in examples]
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then_linear_decay(total_steps, int(config.warmup_fraction * total_steps))
+    )
+    train_model, optimizer = accelerator.prepare(model, optimizer)
+    train_model.train()
+
+    result = TrainResult(0, 0, 0, 0.0, None)
+    bad_in_a_row, recent_losses, tokens_at_log = 0, [], 0
+    started = last_log = time.perf_counter()
+    batches: list[list[int]] = []
+    for step in range(total_steps):
+        if not batches:
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+        indices = batches.pop()
+        batch = collate(
+            [examples[i].source_ids for i in indices], [examples[i].target_ids for i in indices], pad_id
+        )
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        result.tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+        with accelerator.autocast():
+            loss = train_model(**batch).loss
+            extra = extra_loss(model, batch)
+            if extra is not None:
+                loss = loss + extra
+        cause = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
+        if cause is None:
+            accelerator.backward(loss)
+            norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+            # Under fp16 the gradient scaler expects and handles overflowing gradients itself.
+            if accelerator.scaler is None and norm is not None and not torch.isfinite(norm):
+                cause = f"non-finite gradient norm ({norm.item()})"
+        if cause is not None:
+            optimizer.zero_grad(set_to_none=True)
+            result.skipped_steps += 1
+            bad_in_a_row += 1
+            if bad_in_a_row >= config.max_bad_steps:
+                result.failure = f"step {step + 1}: {cause}, {bad_in_a_row} steps in a row"
+                break
+            continue
+        bad_in_a_row = 0
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.steps += 1
+        recent_losses.append(loss.item())
+        if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+            now = time.perf_counter()
+            log(
+                f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
+                f"lr {scheduler.get_last_lr()[0]:.2e} {(result.tokens - tokens_at_log) / (now - last_log):,.0f} tok/s"
+            )
+            result.final_loss = sum(recent_losses) / len(recent_losses)
+            recent_losses, tokens_at_log, last_log = [], result.tokens, now
+
+    result.seconds = time.perf_counter() - started
+    accelerator.unwrap_model(train_model, keep_fp32_wrapper=False).eval()
+    accelerator.free_memory()
+    return result
