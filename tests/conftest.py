@@ -20,3 +20,27 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"no CodeSearchNet fixtures at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_base():
+    """A very small random T5 and a byte-level BPE tokenizer: the shape of the `tiny` preset."""
+    import torch
+
+    from codecl.config import TinyModelConfig
+    from codecl.models.tiny import build_model, train_tokenizer
+
+    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(50)] + ["function g(a) { return a * 2; }"] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=320)
+    torch.manual_seed(0)
+    model = build_model(TinyModelConfig(d_model=32, d_ff=64, num_heads=2, num_layers=2), tokenizer)
+    return model.eval(), tokenizer
+
+
+@pytest.fixture
+def tiny_batch(tiny_base):
+    _, tokenizer = tiny_base
+    sources = tokenizer(["add one to x", "double the value a"], padding=True, return_tensors="pt")
+    labels = tokenizer(["def f(x):\n    return x + 1", "function g(a) { return a * 2; }"], padding=True, return_tensors="pt")
+    label_ids = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+    return {"input_ids": sources["input_ids"], "attention_mask": sources["attention_mask"], "labels": label_ids}

@@ -57,15 +57,15 @@ class DataConfig(Section):
 
 
 class TinyModelConfig(Section):
-    vocab_size: int = Field(8192, ge=300, description="byte-level BPE vocabulary, sentinels included")
-    d_model: int = Field(256, ge=8, description="hidden size")
-    d_ff: int = Field(1024, ge=8, description="feed-forward width")
+    vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary, sentinels included")
+    d_model: int = Field(128, ge=8, description="hidden size")
+    d_ff: int = Field(512, ge=8, description="feed-forward width")
     num_heads: int = Field(4, ge=1, description="attention heads")
     num_layers: int = Field(2, ge=1, description="encoder layers (the decoder has as many)")
-    pretrain_steps: int = Field(1500, ge=0, description="span-corruption pretraining steps")
+    pretrain_steps: int = Field(1200, ge=0, description="span-corruption pretraining steps")
     pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
     pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
-    pretrain_learning_rate: float = Field(2e-3, gt=0, description="peak pretraining learning rate")
+    pretrain_learning_rate: float = Field(3e-3, gt=0, description="peak pretraining learning rate")
     noise_density: float = Field(0.15, gt=0, lt=1, description="fraction of tokens corrupted (T5)")
     mean_span_length: float = Field(3.0, ge=1, description="mean corrupted span length (T5)")
 

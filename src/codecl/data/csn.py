@@ -128,7 +128,7 @@ def read_release_split(root: Path, language: str, split: str, limit: int | None 
 
 def load_hub_split(language: str, split: str, limit: int | None = None) -> SplitRead:
     """Read a split of the Hugging Face `code_search_net` dataset (needs `pip install codecl[hub]` and network)."""
-    local_hint = "or set data.source: local and data.root to a folder laid out as " + RELEASE_LAYOUT.format(root="root")
+    local_hint = "or set data.source: local and data.path to a folder laid out as " + RELEASE_LAYOUT.format(root="root")
     try:
         import datasets  # optional: only this reader needs it
     except ImportError:

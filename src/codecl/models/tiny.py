@@ -111,7 +111,7 @@ def _pretraining_pairs(
 ) -> list[tuple[list[int], list[int]]]:
     """Pack the corpus into fixed-length windows and corrupt each once."""
     stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+    for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]:
         stream += ids
     length = config.pretrain_sequence_tokens
     sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])

@@ -1,0 +1,151 @@
+"""The real command line, start to finish, on a corpus mined from synthetic sources."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corpus import write_sources
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def codecl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "codecl.cli", *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy()
+    )
+
+
+@pytest.fixture(scope="module")
+def mined_corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sources")
+    python_dir, javascript_dir = write_sources(root)
+    out = root / "corpus"
+    done = codecl("data", "mine", "--out", str(out), "--no-stdlib", "--no-npm",
+                  "--python-dir", str(python_dir), "--javascript-dir", str(javascript_dir), cwd=root)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mined_corpus, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("run")
+    os.environ["CODECL_CACHE"] = str(work / "cache")
+    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "--out", str(work / "out"), cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| rank | method |" in done.stdout
+    return work / "out"
+
+
+@pytest.mark.slow
+def test_results_describe_themselves(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert results["config"]["name"] == "smoke"
+    assert results["git"]["commit"] is None or len(results["git"]["commit"]) == 40
+    assert results["packages"]["torch"] and results["packages"]["sacrebleu"]
+    assert results["seeds"] == [0]
+    assert "nrefs:1" in results["evaluation"]["metrics"]["bleu"]["signature"]
+    assert results["evaluation"]["examples_per_task"] == {"python": 8, "javascript": 8}
+    assert results["base_model"]["made_by_codecl"]["corpus"]["splits"] == ["train"]
+    assert set(results["methods"]) == {"frozen", "full-ft", "lora", "lora-shared"}
+    for name, entry in results["methods"].items():
+        run = entry["runs"][0]
+        assert run["status"] == "ok", (name, run["error"])
+        for matrix in run["matrices"].values():
+            assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
+        assert set(run["summary"]["bleu"]) == {"average", "backward_transfer", "forgetting", "forward_transfer"}
+        assert run["parameters"]["base"] == results["base_model"]["parameters"]
+        assert run["peak_memory_mb"] > 0
+
+
+@pytest.mark.slow
+def test_parameter_accounting(smoke_run):
+    methods = json.loads((smoke_run / "results.json").read_text())["methods"]
+    base = methods["frozen"]["runs"][0]["parameters"]["base"]
+    assert methods["frozen"]["runs"][0]["parameters"]["trainable_per_task"] == [0, 0]
+    assert methods["full-ft"]["runs"][0]["parameters"]["trainable_per_task"] == [base, base]
+    per_task = methods["lora"]["runs"][0]["parameters"]
+    shared = methods["lora-shared"]["runs"][0]["parameters"]
+    assert per_task["added"] == 2 * shared["added"] == 2 * per_task["trainable_per_task"][0]
+    assert shared["trainable_per_task"] == [shared["added"]] * 2
+
+
+@pytest.mark.slow
+def test_frozen_rows_and_per_task_lora_cannot_forget(smoke_run):
+    methods = json.loads((smoke_run / "results.json").read_text())["methods"]
+    for matrix in methods["frozen"]["runs"][0]["matrices"].values():
+        assert matrix[0] == matrix[1] == matrix[2]
+    lora = methods["lora"]["runs"][0]
+    for metric, summary in lora["summary"].items():
+        assert summary["forgetting"] == 0.0, metric
+        assert summary["backward_transfer"] == 0.0, metric
+
+
+@pytest.mark.slow
+def test_predictions_for_every_method_row_and_task(smoke_run):
+    for method in ("frozen", "full-ft", "lora", "lora-shared"):
+        for after in ("after0-start", "after1-python", "after2-javascript"):
+            for task in ("python", "javascript"):
+                rows = [json.loads(line) for line in (smoke_run / "predictions" / method / "seed0" / after / f"{task}.jsonl").open()]
+                assert len(rows) == 8
+                assert set(rows[0]) == {"input", "reference", "prediction"}
+
+
+@pytest.mark.slow
+def test_report_and_rebuilding_it(smoke_run):
+    report = (smoke_run / "report.md").read_text()
+    assert "| rank | method | avg BLEU |" in report
+    assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
+    for method in ("frozen", "full-ft", "lora", "lora-shared"):
+        assert f"### {method}, seed 0" in report
+    (smoke_run / "report.md").unlink()
+    done = codecl("report", str(smoke_run), cwd=smoke_run)
+    assert done.returncode == 0, done.stderr
+    assert (smoke_run / "report.md").read_text() == report
+
+
+@pytest.mark.slow
+def test_lora_adapters_load_with_peft(smoke_run):
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(smoke_run / "checkpoints" / "lora" / "seed0" / "task1")
+    assert config.peft_type == "LORA" and config.r == 4
+
+
+@pytest.mark.slow
+def test_an_existing_run_folder_is_never_overwritten(smoke_run, mined_corpus):
+    before = (smoke_run / "results.json").read_bytes()
+    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "--out", str(smoke_run), cwd=smoke_run)
+    assert done.returncode == 2 and "already holds" in done.stderr
+    assert (smoke_run / "results.json").read_bytes() == before
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    done = codecl("run", str(SMOKE), f"data.path={tmp_path / 'nowhere'}", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "nowhere" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("codecl: error: ")
+
+
+def test_too_few_usable_examples_is_one_line(tmp_path, mined_corpus):
+    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "data.min_examples=500", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "expected at least data.min_examples=500" in done.stderr
+
+
+def test_malformed_rows_are_skipped_counted_and_reported(tmp_path, mined_corpus):
+    corrupt = tmp_path / "corpus"
+    subprocess.run(["cp", "-r", str(mined_corpus), str(corrupt)], check=True)
+    split_file = corrupt / "python" / "final" / "jsonl" / "test" / "python_test_0.jsonl.gz"
+    with gzip.open(split_file, "at") as handle:
+        handle.write("{not json\n")
+        handle.write(json.dumps({"code": 5}) + "\n")
+    done = codecl("data", "stats", str(corrupt), cwd=tmp_path)
+    assert done.returncode == 0
+    python_row = next(line for line in done.stdout.splitlines() if line.startswith("python"))
+    assert python_row.split()[-1] == "2"
