@@ -1,3 +1,5 @@
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,6 +9,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "codesearchnet"
+
+
+def codecl(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """The real command line, in a child process; keyword arguments are extra environment variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "codecl.cli", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+@pytest.fixture(scope="session")
+def mined_corpus(tmp_path_factory) -> Path:
+    """A small corpus mined by `codecl data mine` from synthetic sources."""
+    from corpus import write_sources
+
+    root = tmp_path_factory.mktemp("sources")
+    python_dir, javascript_dir = write_sources(root)
+    out = root / "corpus"
+    done = codecl("data", "mine", "--out", str(out), "--no-stdlib", "--no-npm",
+                  "--python-dir", str(python_dir), "--javascript-dir", str(javascript_dir), cwd=root)
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 @pytest.fixture(autouse=True)

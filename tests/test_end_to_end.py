@@ -2,41 +2,22 @@
 
 import gzip
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from corpus import write_sources
+from conftest import codecl
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-def codecl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "codecl.cli", *args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy()
-    )
-
-
-@pytest.fixture(scope="module")
-def mined_corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sources")
-    python_dir, javascript_dir = write_sources(root)
-    out = root / "corpus"
-    done = codecl("data", "mine", "--out", str(out), "--no-stdlib", "--no-npm",
-                  "--python-dir", str(python_dir), "--javascript-dir", str(javascript_dir), cwd=root)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
 @pytest.fixture(scope="module")
 def smoke_run(mined_corpus, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("run")
-    os.environ["CODECL_CACHE"] = str(work / "cache")
-    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "--out", str(work / "out"), cwd=work)
+    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "--out", str(work / "out"), cwd=work,
+                  CODECL_CACHE=str(work / "cache"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| rank | method |" in done.stdout
     return work / "out"

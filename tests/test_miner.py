@@ -2,6 +2,7 @@
 
 import ast
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -264,9 +265,27 @@ def test_ensure_mined_corpus_reuses_a_current_corpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CODECL_CACHE", str(tmp_path))
     out = tmp_path / "csn-mined"
     out.mkdir()
-    (out / "MINED.json").write_text(json.dumps({"miner_version": miner.MINER_VERSION, "languages": ["python"]}))
+    (out / "MINED.json").write_text(json.dumps(
+        {"miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"]}
+    ))
     monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: pytest.fail("should not mine again"))
     assert miner.ensure_mined_corpus(("python",)) == out
+
+
+@pytest.mark.parametrize("python_version, mined_again", [
+    (sys.version.split()[0], False), ("2.7.18", True), (None, True),
+])
+def test_ensure_mined_corpus_reuses_only_a_corpus_of_this_python(monkeypatch, python_version, mined_again):
+    out = miner.cache_dir() / "csn-mined"  # CODECL_CACHE is a fresh folder per test (conftest)
+    out.mkdir(parents=True)
+    manifest = {"miner_version": miner.MINER_VERSION, "languages": ["python", "javascript"]}
+    if python_version is not None:
+        manifest["python"] = python_version
+    (out / "MINED.json").write_text(json.dumps(manifest))
+    calls = []
+    monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert miner.ensure_mined_corpus(("python",)) == out
+    assert calls == ([((out,), {"languages": ("python",)})] if mined_again else [])
 
 
 def test_missing_npm_and_missing_sources_say_what_to_do(tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def train_task(
 ) -> TrainResult:
     """Train `parameters` of `model` on `examples` for `config.epochs` epochs."""
     rng = random.Random(seed)
-    lengths = [len(e.source_ids) + len(e.target_ids) for e in examples]
+    lengths = [(len(e.target_ids), len(e.source_ids)) for e in examples]
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay)

@@ -4,19 +4,22 @@ Random pad-to-longest batches of docstring→code pairs waste most of their toke
 function lengths are long-tailed (`benchmarks/padding.py` measures it). Following the usual
 "mega-batch" recipe (as in Hugging Face's LengthGroupedSampler), examples are shuffled, cut into
 chunks of `batch_size * group_factor`, sorted by length inside a chunk and split into batches, and the
-batches are shuffled: similar lengths together, yet a different order every epoch.
+batches are shuffled: similar lengths together, yet a different order every epoch. The training loop
+sorts by target length first, then source length: the decoder side costs the most per padded token.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any, Sequence
 
 import torch
 
 
 def length_grouped_batches(
-    lengths: list[int], batch_size: int, rng: random.Random, group_factor: int = 50
+    lengths: Sequence[Any], batch_size: int, rng: random.Random, group_factor: int = 50
 ) -> list[list[int]]:
+    """Batches of indices; `lengths` are sort keys (ints, or tuples such as (target, source) lengths)."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = batch_size * group_factor

@@ -22,13 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from tree_sitter import Node
-
 from codecl.data.csn import SPLITS, format_split_counts
-from codecl.data.docstrings import (
-    clean_comment, first_paragraph, parse_source, python_docstring_statement, python_docstring_text,
-    remove_python_statement, summary_tokens,
-)
+from codecl.data.docstrings import first_paragraph, summary_tokens
+from codecl.data.functions import FoundFunction, javascript_functions, python_functions
 from codecl.data.records import CodeRecord
 from codecl.errors import UserError
 from codecl.paths import cache_dir
@@ -46,11 +42,6 @@ JS_EXTENSION_METHODS = {"constructor", "toString", "valueOf", "toJSON", "inspect
 # Never mined from any folder: installed third-party code and build caches.
 ALWAYS_SKIPPED_DIRS = {"node_modules", "site-packages", "dist-packages", "__pycache__"}
 STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "lib2to3", "ensurepip", "_bundled"}
-# Block comments that are tool directives or licence banners, not documentation.
-JS_NON_DOC_COMMENT = (b"/*!", b"/* eslint", b"/*eslint", b"/* global", b"/*global", b"/* jshint", b"/* istanbul")
-JS_FUNCTION_TYPES = {"function_expression", "arrow_function", "generator_function", "function"}
-# Leaves that tree-sitter splits further but CodeSearchNet keeps as one token.
-WHOLE_TOKEN_TYPES = {"string", "template_string", "regex"}
 
 
 class NpmPackage(NamedTuple):
@@ -78,17 +69,6 @@ class SourceFile(NamedTuple):
     content: bytes
 
 
-@dataclass(frozen=True)
-class FoundFunction:
-    name: str  # "func", "Class.method", "exports.name"
-    code: str  # as CodeSearchNet stores it: Python keeps its docstring, JavaScript omits its comment
-    code_without_docstring: str
-    docstring: str  # comment markers and indentation removed
-    code_tokens: tuple[str, ...]
-    first_line: int
-    last_line: int
-
-
 @dataclass
 class MineSummary:
     """What `mine_corpus` wrote: records per language and split, and how many each filter rule dropped."""
@@ -104,106 +84,6 @@ class MineSummary:
         for language, dropped in self.dropped.items():
             lines.append(f"{language} dropped: " + ", ".join(f"{rule} {count:,}" for rule, count in dropped.items()))
         return "\n".join(lines)
-
-
-def leaf_tokens(function: Node, source: bytes, skipped: set[tuple[int, int]]) -> tuple[str, ...]:
-    """Tree-sitter leaves of `function`, without comments or the nodes whose byte spans are `skipped`."""
-    tokens, cursor = [], function.walk()
-    while True:
-        node = cursor.node
-        span = (node.start_byte, node.end_byte)
-        if node.type != "comment" and span not in skipped:
-            if node.child_count == 0 or node.type in WHOLE_TOKEN_TYPES:
-                if span[1] > span[0]:
-                    tokens.append(source[span[0]:span[1]].decode("utf-8", "replace"))
-            elif cursor.goto_first_child():
-                continue
-        while not cursor.goto_next_sibling():
-            if not cursor.goto_parent():
-                return tuple(tokens)
-
-
-def python_functions(source: bytes) -> Iterator[FoundFunction]:
-    """Module-level functions and methods (decorated or not); like CodeSearchNet, not nested functions."""
-    stack = [(parse_source(source, "python").root_node, "")]
-    while stack:
-        node, prefix = stack.pop()
-        if node.type == "function_definition":
-            yield python_function(node, prefix, source)
-            continue
-        if node.type == "class_definition":
-            prefix = f"{prefix}{node.child_by_field_name('name').text.decode()}."
-        stack.extend((child, prefix) for child in reversed(node.named_children))
-
-
-def python_function(node: Node, prefix: str, source: bytes) -> FoundFunction:
-    statement = python_docstring_statement(node)
-    code = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
-    docstring, code_without_docstring, skipped = "", code, set()
-    if statement is not None:
-        docstring = python_docstring_text(statement)
-        stripped = remove_python_statement(source, statement)
-        shift = len(stripped) - len(source)
-        code_without_docstring = stripped[node.start_byte:node.end_byte + shift].decode("utf-8", "replace")
-        skipped = {(statement.start_byte, statement.end_byte)}
-    return FoundFunction(
-        name=prefix + node.child_by_field_name("name").text.decode(), code=code,
-        code_without_docstring=code_without_docstring, docstring=docstring,
-        code_tokens=leaf_tokens(node, source, skipped),
-        first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1,
-    )
-
-
-def javascript_name_and_statement(node: Node) -> tuple[str, Node] | None:
-    """The name a JavaScript function is known by, and the node its JSDoc comment would precede."""
-    parent = node.parent
-    if node.type in ("function_declaration", "generator_function_declaration"):
-        name, statement = node.child_by_field_name("name").text.decode(), node
-    elif node.type == "method_definition":
-        name, statement = node.child_by_field_name("name").text.decode().strip("'\""), node
-        owner = parent.parent if parent is not None and parent.type == "class_body" else None
-        owner_name = owner.child_by_field_name("name") if owner is not None else None
-        name = f"{owner_name.text.decode()}.{name}" if owner_name is not None else name
-    elif node.type not in JS_FUNCTION_TYPES or parent is None:
-        return None
-    elif parent.type == "variable_declarator" and parent.child_by_field_name("name").type == "identifier":
-        # The comment precedes the whole `const f = ...` declaration, so only its first declarator has one.
-        if parent.parent.named_children[0] != parent:
-            return None
-        name, statement = parent.child_by_field_name("name").text.decode(), parent.parent
-    elif parent.type == "assignment_expression" and parent.parent.type == "expression_statement":
-        name, statement = "".join(parent.child_by_field_name("left").text.decode().split()), parent.parent
-    elif parent.type == "pair":
-        name, statement = parent.child_by_field_name("key").text.decode().strip("'\""), parent
-    else:
-        return None
-    if statement.parent is not None and statement.parent.type == "export_statement":
-        statement = statement.parent
-    return name, statement
-
-
-def javascript_functions(source: bytes) -> Iterator[FoundFunction]:
-    """Named functions, methods and function values with the block comment right above them as docstring."""
-    stack = [parse_source(source, "javascript").root_node]
-    while stack:
-        node = stack.pop()
-        stack.extend(reversed(node.named_children))
-        named = javascript_name_and_statement(node)
-        if named is None:
-            continue
-        name, statement = named
-        comment = statement.prev_named_sibling
-        docstring = ""
-        # "Right above": at most one blank line between, the style of express and mongoose.
-        if (comment is not None and comment.type == "comment" and comment.end_point[0] >= statement.start_point[0] - 2
-                and comment.text.startswith(b"/*") and not comment.text.startswith(JS_NON_DOC_COMMENT)):
-            docstring = clean_comment(comment.text.decode("utf-8", "replace"))
-        code = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
-        yield FoundFunction(
-            name=name, code=code, code_without_docstring=code, docstring=docstring,
-            code_tokens=leaf_tokens(node, source, set()),
-            first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1,
-        )
 
 
 def is_test_path(path: str) -> bool:
@@ -387,14 +267,17 @@ def mine_corpus(
 
 
 def ensure_mined_corpus(languages=LANGUAGES) -> Path:
-    """`cache_dir()/csn-mined`, mined with the default sources unless a corpus of this miner version is there."""
+    """`cache_dir()/csn-mined`, mined with the default sources unless a corpus of this miner version is there.
+
+    The corpus must also come from this Python version: its Python part is the running interpreter's standard library.
+    """
     out = cache_dir() / "csn-mined"
     wanted = set(languages)
     try:
         manifest = json.loads((out / "MINED.json").read_text())
     except (OSError, ValueError):
         manifest = {}  # absent or unreadable: mine again
-    if manifest.get("miner_version") == MINER_VERSION:
+    if manifest.get("miner_version") == MINER_VERSION and manifest.get("python") == sys.version.split()[0]:
         if wanted <= set(manifest.get("languages", [])):
             return out
         wanted |= set(manifest.get("languages", []))  # the manifest is rewritten, so keep what it listed
