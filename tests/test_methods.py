@@ -1,4 +1,4 @@
-"""The method matrix: every registered method against the promises it makes."""
+"""The method matrix: every registered method, on tiny T5s, against the promises it makes."""
 
 import copy
 from dataclasses import dataclass, field
@@ -11,7 +11,10 @@ from transformers import T5ForConditionalGeneration
 
 from codecl.config import TrainConfig
 from codecl.data.tasks import Example
+from codecl.errors import UserError
+from codecl.evaluate.decode import decoder_cache
 from codecl.methods import METHODS
+from codecl.methods.growth import base_name
 from codecl.train import train_task
 
 
@@ -22,6 +25,7 @@ class Case:
     trains: bool = True
     freezes_base: bool = True
     isolates_tasks: bool = False  # task-aware: training a later task cannot change an earlier one
+    exportable: bool = True
 
 
 CASES = {
@@ -29,6 +33,15 @@ CASES = {
     "full-ft": Case("full-ft", freezes_base=False),
     "lora-per-task": Case("lora", {"per_task": True, "r": 4}, isolates_tasks=True),
     "lora-stream": Case("lora", {"per_task": False, "r": 4}),
+    "layers-per-task": Case("layers", {"per_task": True, "num_layers": 2}, isolates_tasks=True),
+    "layers-stream-decoder": Case("layers", {"per_task": False, "position": "decoder"}),
+    "hybrid": Case("hybrid", {"r": 4}, isolates_tasks=True),
+    "hybrid-shared-layer": Case("hybrid", {"r": 4, "shared_layer": True}, isolates_tasks=True),
+    "ffn-per-task": Case("ffn", {"units": 8}, isolates_tasks=True),
+    "ffn-stream-some-layers": Case("ffn", {"units": 8, "per_task": False, "layers": [1]}, exportable=False),
+    "heads-per-task": Case("heads", {"heads": 2}, isolates_tasks=True),
+    "heads-stream-encoder-only": Case("heads", {"heads": 1, "per_task": False, "attentions": ["encoder"]}, exportable=False),
+    "heads-some-layers": Case("heads", {"heads": 1, "layers": [1]}, isolates_tasks=True, exportable=False),
 }
 
 
@@ -42,15 +55,11 @@ def logits(model, batch) -> torch.Tensor:
         return model(**batch).logits
 
 
-def base_tensors(model) -> dict[str, torch.Tensor]:
-    """Base weights by their names in the plain model, whatever wraps them (PEFT adds prefixes)."""
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if "lora_" in name:
-            continue
-        name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-        tensors[name] = tensor
-    return tensors
+def greedy(model, batch, use_cache=True) -> torch.Tensor:
+    cache = {"cache": decoder_cache(model)} if use_cache else {"use_cache": False}
+    with torch.no_grad():
+        return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=False,
+                              max_new_tokens=12, min_new_tokens=12, **cache)
 
 
 def examples_from(batch, tokenizer) -> list[Example]:
@@ -67,7 +76,7 @@ def train(model, method, task_index, batch, tokenizer):
     if parameters:
         result = train_task(
             model, parameters, examples_from(batch, tokenizer), TrainConfig(epochs=3, batch_size=2, log_every=100),
-            learning_rate=1e-2, accelerator=Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=0,
+            learning_rate=1e-2, accelerator=Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=task_index,
             extra_loss=method.extra_loss, log=lambda line: None,
         )
         assert result.failure is None and result.steps > 0
@@ -75,42 +84,52 @@ def train(model, method, task_index, batch, tokenizer):
     return parameters
 
 
+@pytest.fixture(scope="module")
+def trained(request):
+    """Each case trained through two tasks once per module: (method, model, base, tokenizer, batch)."""
+    cache = {}
+
+    def get(name, tiny_base, tiny_batch):
+        if name not in cache:
+            base, tokenizer = tiny_base
+            method = build(CASES[name])
+            model = method.attach(copy.deepcopy(base))
+            parameters = [train(model, method, task, tiny_batch, tokenizer) for task in (0, 1)]
+            cache[name] = (method, model, parameters)
+        return cache[name]
+
+    return get
+
+
 def test_every_registered_method_has_a_case():
     assert set(METHODS) <= {case.method for case in CASES.values()}
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_outputs_unchanged_at_initialisation(case, tiny_base, tiny_batch):
+@pytest.mark.parametrize("name", CASES)
+def test_outputs_unchanged_at_initialisation(name, tiny_base, tiny_batch):
     base, _ = tiny_base
-    method = build(case)
+    method = build(CASES[name])
     model = method.attach(copy.deepcopy(base))
     method.begin_task(model, 0)
-    assert torch.allclose(logits(model, tiny_batch), logits(base, tiny_batch), atol=1e-5, rtol=0)
+    assert (logits(model, tiny_batch) - logits(base, tiny_batch)).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_training_changes_what_it_promises_and_nothing_else(case, tiny_base, tiny_batch):
-    base, tokenizer = tiny_base
-    method = build(case)
-    model = method.attach(copy.deepcopy(base))
-    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    trained = [train(model, method, task, tiny_batch, tokenizer) for task in (0, 1)]
-    assert bool(trained[0]) == case.trains
-    changed = [
-        name for name, tensor in model.state_dict().items() if name not in before or not torch.equal(tensor, before[name])
-    ]
-    assert bool(changed) == case.trains
+@pytest.mark.parametrize("name", CASES)
+def test_training_changes_what_it_promises_and_nothing_else(name, trained, tiny_base, tiny_batch):
+    case, (base, _) = CASES[name], tiny_base
+    method, model, parameters = trained(name, tiny_base, tiny_batch)
+    assert bool(parameters[0]) == case.trains
     if case.freezes_base:
-        original = base.state_dict()
-        after = base_tensors(model)
-        assert after.keys() == original.keys()
-        assert all(torch.equal(after[name], original[name]) for name in original)
+        after = {base_name(n): t for n, t in model.state_dict().items()}
+        assert all(torch.equal(after[n], t) for n, t in base.state_dict().items())
+    else:
+        assert not torch.equal(logits(model, tiny_batch), logits(base, tiny_batch))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES.values() if c.isolates_tasks], ids=lambda c: str(c.options))
-def test_later_tasks_leave_earlier_tasks_bit_identical(case, tiny_base, tiny_batch):
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.isolates_tasks])
+def test_a_later_task_leaves_an_earlier_task_bit_identical(name, tiny_base, tiny_batch):
     base, tokenizer = tiny_base
-    method = build(case)
+    method = build(CASES[name])
     model = method.attach(copy.deepcopy(base))
     train(model, method, 0, tiny_batch, tokenizer)
     method.use_task(model, 0)
@@ -122,6 +141,45 @@ def test_later_tasks_leave_earlier_tasks_bit_identical(case, tiny_base, tiny_bat
     assert torch.equal(logits(model, tiny_batch), after_first)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_save_and_load_give_identical_outputs(name, trained, tiny_base, tiny_batch, tmp_path):
+    base, _ = tiny_base
+    method, model, _ = trained(name, tiny_base, tiny_batch)
+    method.save(model, tmp_path, task_count=2)
+    fresh = build(CASES[name])
+    restored = fresh.attach(copy.deepcopy(base))
+    fresh.load(restored, tmp_path)
+    for task in (0, 1):
+        method.use_task(model, task)
+        fresh.use_task(restored, task)
+        assert torch.equal(logits(restored, tiny_batch), logits(model, tiny_batch))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_generate_with_cache_equals_without(name, trained, tiny_base, tiny_batch):
+    method, model, _ = trained(name, tiny_base, tiny_batch)
+    for task in (0, 1):
+        method.use_task(model, task)
+        assert torch.equal(greedy(model, tiny_batch, use_cache=True), greedy(model, tiny_batch, use_cache=False))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_export_is_a_plain_t5_with_the_same_greedy_outputs(name, trained, tiny_base, tiny_batch, tmp_path):
+    case = CASES[name]
+    method, model, _ = trained(name, tiny_base, tiny_batch)
+    if not case.exportable:
+        with pytest.raises(UserError, match="cannot export"):
+            method.export(model, 1)
+        return
+    for task in (0, 1):
+        method.export(model, task).save_pretrained(tmp_path / f"task{task}")
+        plain = T5ForConditionalGeneration.from_pretrained(tmp_path / f"task{task}").eval()
+        assert type(plain) is T5ForConditionalGeneration
+        method.use_task(model, task)
+        assert (logits(plain, tiny_batch) - logits(model, tiny_batch)).abs().max() <= 1e-4
+        assert torch.equal(greedy(plain, tiny_batch), greedy(model, tiny_batch))
+
+
 @pytest.mark.parametrize("per_task", [True, False])
 def test_lora_saves_in_peft_format(per_task, tiny_base, tiny_batch, tmp_path):
     base, tokenizer = tiny_base
@@ -129,18 +187,8 @@ def test_lora_saves_in_peft_format(per_task, tiny_base, tiny_batch, tmp_path):
     model = method.attach(copy.deepcopy(base))
     for task in (0, 1):
         train(model, method, task, tiny_batch, tokenizer)
-    method.save(model, tmp_path)
+    method.save(model, tmp_path, task_count=2)
     for task, adapter in enumerate(method.adapters):
         method.use_task(model, task)
         loaded = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / adapter)
         assert torch.equal(logits(loaded, tiny_batch), logits(model, tiny_batch))
-
-
-def test_full_fine_tuning_saves_a_plain_checkpoint(tiny_base, tiny_batch, tmp_path):
-    base, tokenizer = tiny_base
-    method = build(CASES["full-ft"])
-    model = method.attach(copy.deepcopy(base))
-    train(model, method, 0, tiny_batch, tokenizer)
-    method.save(model, tmp_path)
-    loaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
-    assert torch.equal(logits(loaded, tiny_batch), logits(model, tiny_batch))

@@ -161,7 +161,7 @@ class Run:
                 "base": base, "total": total, "added": total - base,
                 "added_percent": 100.0 * (total - base) / base, "trainable_per_task": trainable,
             }
-            method.save(model, self.out_dir / "checkpoints" / name / f"seed{seed}")
+            method.save(model, self.out_dir / "checkpoints" / name / f"seed{seed}", len(self.tasks))
         except MethodFailed as failure:
             record.update(status="failed", error=str(failure))
         except Exception as error:  # a method that crashes is a result to report, not a crashed run

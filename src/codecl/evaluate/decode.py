@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from codecl.config import EvalConfig
 from codecl.data.batching import collate
@@ -28,6 +29,17 @@ class Evaluation:
     scores: dict[str, float]
     predictions: list[str]
     bleu_signature: str
+
+
+def decoder_cache(model: nn.Module) -> EncoderDecoderCache:
+    """A KV cache sized by the decoder's own depth.
+
+    `generate()` sizes its cache from the top-level config, whose layer count is the encoder's; a T5
+    whose decoder is deeper than its encoder (blocks added to the decoder only) then fails with an
+    IndexError. The decoder stack's config always has the right count.
+    """
+    config = model.get_decoder().config
+    return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
 
 
 @torch.no_grad()
@@ -48,6 +60,7 @@ def generate(
                 do_sample=False,
                 num_beams=config.num_beams,
                 max_new_tokens=config.max_new_tokens,
+                cache=decoder_cache(model),
             )
         texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         for i, text in zip(indices, texts):

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from transformers import PreTrainedModel
 
 
 class MethodConfig(BaseModel):
@@ -47,8 +48,15 @@ class ContinualMethod(Protocol):
         """Select what evaluating task `task_index` should use (task-aware methods pick its parameters;
         a task not trained yet uses the most recently trained ones)."""
 
-    def save(self, model: nn.Module, directory: Path) -> None:
-        """Write the method's state after the stream, in a format its library loads back."""
+    def save(self, model: nn.Module, directory: Path, task_count: int) -> None:
+        """Write what the method learned over `task_count` tasks, in a format its library loads back."""
+
+    def load(self, model: nn.Module, directory: Path) -> None:
+        """Restore into `attach`'s model what `save` wrote: the same outputs for every task."""
+
+    def export(self, model: nn.Module, task_index: int) -> PreTrainedModel:
+        """A plain Hugging Face model computing what `model` computes for task `task_index`
+        (raises UserError when no plain model can, saying why)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """`frozen`: the base model, never trained. The reference row every method is compared with."""
 
+import copy
 from pathlib import Path
 
 from torch import nn
@@ -31,9 +32,14 @@ class Frozen:
     def use_task(self, model: nn.Module, task_index: int) -> None:
         pass
 
-    def save(self, model: nn.Module, directory: Path) -> None:
-        # Nothing was learned; the base model's own folder is its state.
+    def save(self, model: nn.Module, directory: Path, task_count: int) -> None:
+        pass  # nothing was learned: the base model's own folder is the state
+
+    def load(self, model: nn.Module, directory: Path) -> None:
         pass
+
+    def export(self, model: nn.Module, task_index: int):
+        return copy.deepcopy(model)
 
 
 register_method("frozen", FrozenConfig, Frozen, "no training: the base model as the reference row")

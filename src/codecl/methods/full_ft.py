@@ -1,10 +1,15 @@
 """`full-ft`: sequential fine-tuning of every weight, task after task: the classic forgetting baseline."""
 
+import copy
 from pathlib import Path
 
+from safetensors.torch import load_file
 from torch import nn
 
+from codecl.errors import UserError
 from codecl.methods.base import MethodConfig, register_method
+
+WEIGHTS = "model.safetensors"
 
 
 class FullFineTuningConfig(MethodConfig):
@@ -33,8 +38,19 @@ class FullFineTuning:
     def use_task(self, model: nn.Module, task_index: int) -> None:
         pass
 
-    def save(self, model: nn.Module, directory: Path) -> None:
+    def save(self, model: nn.Module, directory: Path, task_count: int) -> None:
+        # One model serves every task: the weights after the last task are the whole state.
         model.save_pretrained(directory)
+
+    def load(self, model: nn.Module, directory: Path) -> None:
+        if not (directory / WEIGHTS).is_file():
+            raise UserError(f"checkpoint {directory}: no {WEIGHTS} in it")
+        unexpected = model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=False).unexpected_keys
+        if unexpected:
+            raise UserError(f"checkpoint {directory}: weights this model does not have, e.g. {unexpected[0]}")
+
+    def export(self, model: nn.Module, task_index: int):
+        return copy.deepcopy(model)
 
 
 register_method(
