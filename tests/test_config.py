@@ -72,3 +72,10 @@ def test_missing_config_is_one_line_and_exit_2(tmp_path, capsys):
 def test_unknown_method_on_the_command_line_exits_2(capsys):
     assert main(["run", str(CONFIGS / "smoke.yaml"), "methods.extra.method=nope"]) == 2
     assert "methods.extra: unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_a_dumped_config_keeps_every_method_option_and_validates_again():
+    config = load_config(CONFIGS / "default.yaml")
+    dumped = config.model_dump(mode="json")
+    assert dumped["methods"]["lora"]["r"] == config.methods["lora"].r
+    assert type(config).model_validate(dumped) == config

@@ -3,10 +3,12 @@
 import gzip
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from codecl.config import load_config
 from conftest import codecl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +35,7 @@ def test_results_describe_themselves(smoke_run):
     assert "nrefs:1" in results["evaluation"]["metrics"]["bleu"]["signature"]
     assert results["evaluation"]["examples_per_task"] == {"python": 8, "javascript": 8}
     assert results["base_model"]["made_by_codecl"]["corpus"]["splits"] == ["train"]
-    assert set(results["methods"]) == {"frozen", "full-ft", "lora", "lora-shared"}
+    assert set(results["methods"]) == set(load_config(SMOKE).methods)
     for name, entry in results["methods"].items():
         run = entry["runs"][0]
         assert run["status"] == "ok", (name, run["error"])
@@ -57,19 +59,24 @@ def test_parameter_accounting(smoke_run):
 
 
 @pytest.mark.slow
-def test_frozen_rows_and_per_task_lora_cannot_forget(smoke_run):
-    methods = json.loads((smoke_run / "results.json").read_text())["methods"]
-    for matrix in methods["frozen"]["runs"][0]["matrices"].values():
-        assert matrix[0] == matrix[1] == matrix[2]
-    lora = methods["lora"]["runs"][0]
-    for metric, summary in lora["summary"].items():
+@pytest.mark.parametrize("method", ["lora", "layers", "hybrid", "hybrid-shared-layer", "ffn", "heads"])
+def test_per_task_methods_cannot_forget(smoke_run, method):
+    run = json.loads((smoke_run / "results.json").read_text())["methods"][method]["runs"][0]
+    for metric, summary in run["summary"].items():
         assert summary["forgetting"] == 0.0, metric
         assert summary["backward_transfer"] == 0.0, metric
 
 
 @pytest.mark.slow
+def test_frozen_rows_never_change(smoke_run):
+    methods = json.loads((smoke_run / "results.json").read_text())["methods"]
+    for matrix in methods["frozen"]["runs"][0]["matrices"].values():
+        assert matrix[0] == matrix[1] == matrix[2]
+
+
+@pytest.mark.slow
 def test_predictions_for_every_method_row_and_task(smoke_run):
-    for method in ("frozen", "full-ft", "lora", "lora-shared"):
+    for method in load_config(SMOKE).methods:
         for after in ("after0-start", "after1-python", "after2-javascript"):
             for task in ("python", "javascript"):
                 rows = [json.loads(line) for line in (smoke_run / "predictions" / method / "seed0" / after / f"{task}.jsonl").open()]
@@ -82,7 +89,7 @@ def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
     assert "| rank | method | avg BLEU |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
-    for method in ("frozen", "full-ft", "lora", "lora-shared"):
+    for method in load_config(SMOKE).methods:
         assert f"### {method}, seed 0" in report
     (smoke_run / "report.md").unlink()
     done = codecl("report", str(smoke_run), cwd=smoke_run)
@@ -130,3 +137,16 @@ def test_malformed_rows_are_skipped_counted_and_reported(tmp_path, mined_corpus)
     assert done.returncode == 0
     python_row = next(line for line in done.stdout.splitlines() if line.startswith("python"))
     assert python_row.split()[-1] == "2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["frozen", "full-ft", "lora", "lora-shared", "layers", "hybrid", "hybrid-shared-layer", "ffn", "heads"])
+def test_export_reproduces_the_runs_predictions_without_codecl(smoke_run, mined_corpus, method, tmp_path):
+    out = tmp_path / "export"
+    done = codecl("export", str(smoke_run), "--method", method, "--task", "python", "--out", str(out), "--check",
+                  f"--seed=0", cwd=tmp_path, CODECL_CACHE=str(smoke_run.parent / "cache"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "8/8 equal the run's predictions" in done.stdout
+    # Loadable by transformers alone: a child process that never imports codecl.
+    script = f"from transformers import T5ForConditionalGeneration as T; import sys; T.from_pretrained({str(out)!r}); assert 'codecl' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0

@@ -64,6 +64,12 @@ def command_report(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_report(args.run_dir)}")
 
 
+def command_export(args: argparse.Namespace) -> None:
+    from codecl.export import export_run
+
+    print(export_run(args.run_dir, args.method, args.task, args.out, seed=args.seed, check=args.check))
+
+
 def command_methods(args: argparse.Namespace) -> None:
     from codecl.methods import METHODS
 
@@ -102,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path)
     report.set_defaults(handler=command_report)
 
+    export = commands.add_parser("export", help="write one method's model for one task as a plain Hugging Face T5")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--method", required=True, help="a method name of the run")
+    export.add_argument("--task", required=True, help="a task name of the run's stream, e.g. python")
+    export.add_argument("--out", type=Path, required=True, help="the folder to write")
+    export.add_argument("--seed", type=int, help="which seed's run (default: the first)")
+    export.add_argument("--check", action="store_true", help="decode the test inputs and compare with the run's predictions")
+    export.set_defaults(handler=command_export)
+
     methods = commands.add_parser("methods", help="list the registered methods and their options")
     methods.set_defaults(handler=command_methods)
     return parser
@@ -120,7 +135,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "export"):
         quiet_libraries()
     try:
         args.handler(args)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from codecl.errors import UserError
 from codecl.methods import METHODS, MethodConfig
@@ -103,7 +103,8 @@ class ExperimentConfig(Section):
     seeds: list[int] = Field([0], min_length=1, description="every method runs once per seed")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    methods: dict[str, MethodConfig] = Field(..., min_length=1, description="name -> method config")
+    # SerializeAsAny: dump each method's own fields, not just the base class's.
+    methods: dict[str, SerializeAsAny[MethodConfig]] = Field(..., min_length=1, description="name -> method config")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

@@ -1,0 +1,83 @@
+"""`codecl export`: a finished run's method, for one task, as a plain Hugging Face checkpoint.
+
+The method is rebuilt on the run's base model from its saved state; its `export` merges what it
+learned for the task into stock T5 weights (LoRA merged, wider FFNs as a larger `d_ff`, added heads as
+more `num_heads`, added blocks as a deeper stack). `T5ForConditionalGeneration.from_pretrained(DIR)`
+then loads it without codecl. `--check` decodes the run's test inputs with the exported checkpoint and
+compares with the predictions the run saved for that method after its last task.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from accelerate import Accelerator
+from pydantic import ValidationError
+from transformers import T5ForConditionalGeneration
+
+from codecl.config import ExperimentConfig
+from codecl.errors import UserError
+from codecl.methods import METHODS
+from codecl.models.load import load_pretrained
+
+
+def read_results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise UserError(f"export {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
+    return json.loads(path.read_text())
+
+
+def export_run(run_dir: Path, method_name: str, task: str, out: Path, seed: int | None = None, check: bool = False) -> str:
+    results = read_results(run_dir)
+    try:
+        config = ExperimentConfig(**results["config"])
+    except ValidationError as error:
+        raise UserError(f"export {run_dir}/results.json: its config no longer validates ({error.errors()[0]['msg']})") from None
+    if method_name not in config.methods:
+        raise UserError(f"export --method {method_name}: not in this run (it has {', '.join(config.methods)})")
+    task_names = [t["name"] for t in results["tasks"]]
+    if task not in task_names:
+        raise UserError(f"export --task {task}: not in this run's stream ({', '.join(task_names)})")
+    runs = {r["seed"]: r for r in results["methods"].get(method_name, {}).get("runs", [])}
+    seed = seed if seed is not None else min(runs, default=config.seeds[0])
+    if runs.get(seed, {}).get("status") != "ok":
+        raise UserError(f"export --method {method_name} --seed {seed}: that run did not finish (status {runs.get(seed, {}).get('status', 'absent')})")
+
+    base = load_pretrained(results["base_model"]["name"])
+    method_config = config.methods[method_name]
+    method = METHODS[method_config.method].build(method_config)
+    model = method.attach(copy.deepcopy(base.model))
+    method.load(model, run_dir / "checkpoints" / method_name / f"seed{seed}")
+    plain = method.export(model, task_names.index(task))
+    out.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(out)
+    base.tokenizer.save_pretrained(out)
+    lines = [f"wrote {out}: a plain {type(plain).__name__} ({sum(p.numel() for p in plain.parameters()):,} parameters)"]
+    if check:
+        lines.append(check_against_predictions(run_dir, config, task_names, method_name, seed, task, out))
+    return "\n".join(lines)
+
+
+def check_against_predictions(run_dir, config, task_names, method_name, seed, task, out) -> str:
+    from codecl.data.tasks import build_stream
+    from codecl.evaluate.decode import generate
+
+    exported = load_pretrained(out)
+    if type(exported.model) is not T5ForConditionalGeneration:
+        raise UserError(f"export {out}: loads as {type(exported.model).__name__}, not a plain T5")
+    stream = build_stream(config.data, exported.tokenizer, config.eval.split)
+    examples = stream[task_names.index(task)].splits[config.eval.split]
+    last = len(task_names)
+    saved = run_dir / "predictions" / method_name / f"seed{seed}" / f"after{last}-{task_names[-1]}" / f"{task}.jsonl"
+    expected = [json.loads(line)["prediction"] for line in saved.open()]
+    accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.model.precision])
+    exported.model.to(accelerator.device)
+    predictions = generate(exported.model, exported.tokenizer, examples, config.eval, accelerator)
+    same = sum(p == e for p, e in zip(predictions, expected))
+    line = f"check: greedy outputs of the export on {task} {config.eval.split}: {same}/{len(expected)} equal the run's predictions"
+    if same != len(expected) or len(predictions) != len(expected):
+        raise UserError(f"{line}; the export does not reproduce the run")
+    return line
