@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"codecl: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("codecl: interrupted; finished results were kept", file=sys.stderr)
         return 130
