@@ -108,8 +108,12 @@ def train_task(
             continue
         bad_in_a_row = 0
         optimizer.step()
-        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if accelerator.optimizer_step_was_skipped:
+            # The fp16 gradient scaler found an overflow and lowered its scale: no update happened.
+            result.skipped_steps += 1
+            continue
+        scheduler.step()
         result.steps += 1
         recent_losses.append(loss.item())
         if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
@@ -121,6 +125,8 @@ def train_task(
             result.final_loss = sum(recent_losses) / len(recent_losses)
             recent_losses, tokens_at_log, last_log = [], result.tokens, now
 
+    if recent_losses:
+        result.final_loss = sum(recent_losses) / len(recent_losses)
     result.seconds = time.perf_counter() - started
     accelerator.unwrap_model(train_model, keep_fp32_wrapper=False).eval()
     accelerator.free_memory()

@@ -1,0 +1,120 @@
+"""Every training method, long enough to diverge if it would: a hundred optimiser steps over two tasks in
+fp32, under bf16 autocast, and (on CUDA) under fp16 autocast with a gradient scaler.
+
+Growth methods promise fp32 master weights for what they add, whatever the precision; the base keeps its
+dtype. The published run that trained its expansions in fp16 overflowed, which is what this guards.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from codecl.config import TrainConfig
+from codecl.data.tasks import Example
+from codecl.methods.growth import base_name
+from codecl.train import train_task
+from test_methods import CASES, build
+
+STEPS_PER_TASK = 50  # 100 optimiser steps per precision per method: the file stays near a minute on 2 CPU cores
+BATCH_SIZE = 4
+EXAMPLES_PER_TASK = 8
+LEARNING_RATE = 1e-3
+TRAINING_CASES = [name for name, case in CASES.items() if case.trains]  # frozen trains nothing
+GROWTH_CASES = [name for name in TRAINING_CASES if CASES[name].freezes_base]  # add weights beside a frozen base
+
+
+@pytest.fixture
+def make_accelerator():
+    """An Accelerator at a given precision. accelerate keeps one process-wide state that refuses a second
+    precision, and a later plain `Accelerator(cpu=True)` would silently inherit this one: reset both ways."""
+    def make(mixed_precision: str, cpu: bool = True) -> Accelerator:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+
+    yield make
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def task_examples(tokenizer, task: int) -> list[Example]:
+    """Two different tasks of 8 examples of different lengths: Python additions, then JavaScript products."""
+    if task == 0:
+        pairs = [(f"add {i} to x", f"def f(x):\n    return x + {i}") for i in range(EXAMPLES_PER_TASK)]
+    else:
+        pairs = [(f"multiply a by {i}" + " twice" * (i % 3), f"function g(a) {{ return a * {i}; }}")
+                 for i in range(EXAMPLES_PER_TASK)]
+    return [Example(s, t, tokenizer(s)["input_ids"], tokenizer(t)["input_ids"]) for s, t in pairs]
+
+
+def train_two_tasks(name, base, tokenizer, accelerator, steps_per_task=STEPS_PER_TASK):
+    """Attach the case's method to a copy of `base` and train tasks 0 and 1: (model, [(parameters, result)])."""
+    method = build(CASES[name])
+    model = method.attach(copy.deepcopy(base))
+    epochs = steps_per_task / math.ceil(EXAMPLES_PER_TASK / BATCH_SIZE)
+    trained = []
+    for task in (0, 1):
+        parameters = method.begin_task(model, task)
+        result = train_task(
+            model, parameters, task_examples(tokenizer, task),
+            TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, log_every=10**6),
+            learning_rate=LEARNING_RATE, accelerator=accelerator, pad_id=tokenizer.pad_token_id, seed=task,
+            extra_loss=method.extra_loss, log=lambda line: None,
+        )
+        method.end_task(model, task)
+        trained.append((parameters, result))
+    return model, trained
+
+
+def assert_stable(trained, steps_per_task=STEPS_PER_TASK) -> None:
+    for task, (parameters, result) in enumerate(trained):
+        assert result.failure is None, f"task {task}: {result.failure}"
+        assert result.skipped_steps == 0, f"task {task}: {result.skipped_steps} non-finite steps"
+        assert result.steps == steps_per_task
+        assert result.final_loss is not None and math.isfinite(result.final_loss)
+        assert all(torch.isfinite(p).all() for p in parameters)
+
+
+def assert_dtypes(name, model, base, trained, new_dtype=torch.float32) -> None:
+    """Base weights keep their dtype; what a growth method added (everything it trains) is fp32."""
+    after = {base_name(n): t for n, t in model.state_dict().items()}
+    assert all(after[n].dtype == t.dtype for n, t in base.state_dict().items())
+    if name in GROWTH_CASES:
+        assert all(p.dtype == new_dtype for parameters, _ in trained for p in parameters)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", TRAINING_CASES)
+def test_a_hundred_steps_over_two_tasks_stay_finite(name, precision, tiny_base, make_accelerator):
+    base, tokenizer = tiny_base
+    accelerator = make_accelerator({"fp32": "no", "bf16": "bf16"}[precision])
+    model, trained = train_two_tasks(name, base, tokenizer, accelerator)
+    assert_stable(trained)
+    assert_dtypes(name, model, base, trained)
+
+
+@pytest.mark.parametrize("name", GROWTH_CASES)
+def test_added_weights_are_fp32_master_weights_on_a_bf16_base(name, tiny_base, make_accelerator):
+    """On an fp32 base, fp32 new weights prove little; on a bf16 base they must be created fp32 on purpose."""
+    base, tokenizer = tiny_base
+    base = copy.deepcopy(base).to(torch.bfloat16)
+    model, trained = train_two_tasks(name, base, tokenizer, make_accelerator("bf16"), steps_per_task=10)
+    assert_stable(trained, steps_per_task=10)
+    assert all(t.dtype == torch.bfloat16 for t in base.state_dict().values())
+    assert_dtypes(name, model, base, trained)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a gradient scaler needs CUDA")
+@pytest.mark.parametrize("name", TRAINING_CASES)
+def test_fp16_with_a_gradient_scaler_stays_finite(name, tiny_base, make_accelerator):
+    base, tokenizer = tiny_base
+    accelerator = make_accelerator("fp16", cpu=False)
+    assert accelerator.scaler is not None
+    model, trained = train_two_tasks(name, base, tokenizer, accelerator)
+    assert_stable(trained)
+    assert_dtypes(name, model, base, trained)
+    # The scaler skips overflowing steps itself, unseen by `skipped_steps`; it halves its scale (from 2^16,
+    # growing only every 2000 clean steps) at each, so a scale under 1 means more than 16 of them.
+    assert accelerator.scaler.get_scale() >= 1.0
