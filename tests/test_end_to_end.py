@@ -31,14 +31,19 @@ def test_results_describe_themselves(smoke_run):
     assert results["config"]["name"] == "smoke"
     assert results["git"]["commit"] is None or len(results["git"]["commit"]) == 40
     assert results["packages"]["torch"] and results["packages"]["sacrebleu"]
-    assert results["seeds"] == [0]
+    assert results["seeds"] == [0, 1]
     assert "nrefs:1" in results["evaluation"]["metrics"]["bleu"]["signature"]
     assert results["evaluation"]["examples_per_task"] == {"python": 8, "javascript": 8}
     assert results["base_model"]["made_by_codecl"]["corpus"]["splits"] == ["train"]
     assert set(results["methods"]) == set(load_config(SMOKE).methods)
     for name, entry in results["methods"].items():
+        assert [run["seed"] for run in entry["runs"]] == [0, 1]
+        average = entry["summary"]["bleu"]["average"]
+        assert average["n"] == 2 and average["ci95"] is not None and average["ci95"] >= 0
+        assert 0.0 <= entry["bleu_vs_best"]["p_value"] <= 1.0
         run = entry["runs"][0]
         assert run["status"] == "ok", (name, run["error"])
+        assert set(run["matrices"]) == {"bleu", "bleu_codexglue", "codebleu", "exact_match", "edit_similarity", "syntax"}
         for matrix in run["matrices"].values():
             assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
         assert set(run["summary"]["bleu"]) == {"average", "backward_transfer", "forgetting", "forward_transfer"}
@@ -89,6 +94,8 @@ def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
     assert "| rank | method | avg BLEU |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
+    assert "CodeXGLUE smoothed sentence BLEU-4" in report and "| p vs best |" in report
+    assert "(n = 2 seeds)" in report
     for method in load_config(SMOKE).methods:
         assert f"### {method}, seed 0" in report
     (smoke_run / "report.md").unlink()

@@ -18,25 +18,25 @@ def test_one_value_has_no_interval():
 
 
 def mean_of(values):
-    return lambda indices: sum(values[i] for i in indices) / len(indices)
+    return lambda groups: sum(values[i] for i in groups[0]) / len(groups[0])
 
 
 def test_identical_systems_give_p_one():
     scores = [random.Random(i).random() for i in range(200)]
-    assert paired_bootstrap_p(mean_of(scores), mean_of(scores), 200, resamples=300) == 1.0
+    assert paired_bootstrap_p(mean_of(scores), mean_of(scores), [200], resamples=300) == 1.0
 
 
 def test_a_clearly_better_system_is_significant_either_way_round():
     rng = random.Random(0)
     worse = [rng.gauss(0.4, 0.1) for _ in range(200)]
     better = [w + 0.05 + rng.gauss(0, 0.02) for w in worse]
-    assert paired_bootstrap_p(mean_of(better), mean_of(worse), 200) < 0.05
-    assert paired_bootstrap_p(mean_of(worse), mean_of(better), 200) < 0.05
+    assert paired_bootstrap_p(mean_of(better), mean_of(worse), [200]) < 0.05
+    assert paired_bootstrap_p(mean_of(worse), mean_of(better), [200]) < 0.05
 
 
 def test_noise_alone_is_not_significant():
     rng = random.Random(1)
     a = [rng.gauss(0.5, 0.1) for _ in range(200)]
     b = [x + rng.gauss(0, 0.1) for x in a]  # same mean, only noise
-    assert paired_bootstrap_p(mean_of(a), mean_of(b), 200, seed=3) > 0.05
-    assert not math.isnan(paired_bootstrap_p(mean_of(a), mean_of(b), 200))
+    assert paired_bootstrap_p(mean_of(a), mean_of(b), [200], seed=3) > 0.05
+    assert not math.isnan(paired_bootstrap_p(mean_of(a), mean_of(b), [200]))

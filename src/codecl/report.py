@@ -7,7 +7,11 @@ from pathlib import Path
 
 from codecl.errors import UserError
 
-METRIC_TITLES = {"bleu": "BLEU", "exact_match": "exact match (%)", "syntax": "syntax valid (%)"}
+METRIC_TITLES = {
+    "bleu": "BLEU (sacrebleu corpus)", "bleu_codexglue": "BLEU (CodeXGLUE smoothed sentence)", "codebleu": "CodeBLEU",
+    "exact_match": "exact match (%)", "edit_similarity": "edit similarity (%)", "syntax": "syntax valid (%)",
+}
+SIGNIFICANCE = 0.05
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -15,11 +19,12 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 
 def _across_seeds(summary: dict, metric: str, key: str) -> str:
+    """mean ± 95% CI half-width (n seeds); a bare mean when there is one seed."""
     cell = summary.get(metric, {}).get(key)
     if not cell or cell["mean"] is None:
         return "—"
     text = _number(cell["mean"])
-    return text + (f" ± {cell['std']:.2f} sd" if cell.get("std") is not None else "")
+    return text + (f" ± {cell['ci95']:.2f}" if cell.get("ci95") is not None else "")
 
 
 def _parameters(entry: dict, base: int) -> tuple[str, str, str]:
@@ -31,16 +36,29 @@ def _parameters(entry: dict, base: int) -> tuple[str, str, str]:
     return f"{per_task:,}", f"{100.0 * per_task / base:.2f}%", f"{parameters['added']:,}"
 
 
+def _versus_best(entry: dict) -> str:
+    versus = entry.get("bleu_vs_best")
+    if not versus:
+        return "—"
+    if versus["p_value"] == 1.0 and versus["best"] == entry.get("name"):
+        return "best"
+    mark = " *" if versus["p_value"] < SIGNIFICANCE else ""
+    return f"{versus['p_value']:.3f}{mark}"
+
+
 def ranking_table(results: dict) -> str:
     base = results["base_model"]["parameters"]
     lines = [
-        "| rank | method | avg BLEU | trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rank | method | avg BLEU | p vs best | avg BLEU (CodeXGLUE) | avg CodeBLEU | avg EM | avg syntax | "
+        "trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+
     def sort_key(item):
         name, entry = item
         cell = entry.get("summary", {}).get("bleu", {}).get("average") or {}
         return (entry.get("status") != "ok", -(cell.get("mean") or float("-inf")), name)
+
     for rank, (name, entry) in enumerate(sorted(results["methods"].items(), key=sort_key), 1):
         summary = entry.get("summary", {})
         seconds = [sum(t["seconds"] for t in run["train"]) for run in entry["runs"]]
@@ -49,8 +67,10 @@ def ranking_table(results: dict) -> str:
         if status != "ok":
             errors = [run["error"] for run in entry["runs"] if run["error"]]
             status = f"failed: {errors[0]}" if errors else status
+        averages = " | ".join(_across_seeds(summary, m, "average") for m in ("bleu_codexglue", "codebleu", "exact_match", "syntax"))
         lines.append(
-            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {per_task} | {percent} | {added} | "
+            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {_versus_best({**entry, 'name': name})} | "
+            f"{averages} | {per_task} | {percent} | {added} | "
             f"{_across_seeds(summary, 'bleu', 'forgetting')} | {_across_seeds(summary, 'bleu', 'backward_transfer')} | "
             f"{_across_seeds(summary, 'bleu', 'forward_transfer')} | {sum(seconds) / max(1, len(seconds)):.0f} | {status} |"
         )
@@ -83,7 +103,13 @@ def render(results: dict) -> str:
         f"- Scored on the {evaluation['split']} split, n per task: "
         + ", ".join(f"{t} {counts[t]}" for t in task_names)
         + f"; decoding: {evaluation['decoding']}, at most {evaluation['max_new_tokens']} new tokens",
-        f"- BLEU: {evaluation['metrics']['bleu']['variant']}, signature `{signature}`",
+        f"- BLEU, two variants: {evaluation['metrics']['bleu']['variant']}, signature `{signature}`; and "
+        f"{evaluation['metrics'].get('bleu_codexglue', {}).get('variant', 'n/a')}",
+        *([f"- CodeBLEU: {evaluation['metrics']['codebleu']['unavailable']}"]
+          if evaluation["metrics"].get("codebleu", {}).get("unavailable") else []),
+        f"- Every summary is the mean ± the 95% t-interval half-width over the seeds that finished (n = "
+        f"{len(results['seeds'])} seeds); 'p vs best' is a paired bootstrap of average BLEU over test examples "
+        f"({evaluation.get('bootstrap', {}).get('resamples', 'n/a')} resamples); * marks p < {SIGNIFICANCE}",
         f"- Seeds: {', '.join(map(str, results['seeds']))}; device: {results['device']}; "
         f"git: {(results['git'] or {}).get('commit') or 'n/a'}",
         "- Forgetting (Chaudhry et al. 2018), BWT and FWT (Lopez-Paz & Ranzato 2017) are in BLEU points; "

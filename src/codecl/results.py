@@ -7,7 +7,6 @@ everything it finished, and `codecl report` can rebuild the report from it at an
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -17,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from codecl import metrics
+from codecl.statistics import t_interval
 
 PACKAGES = (
     "codecl", "torch", "transformers", "peft", "accelerate", "tokenizers", "sacrebleu",
@@ -76,7 +76,7 @@ def summarize_run(matrices: dict[str, list[list[float]]]) -> dict[str, dict[str,
 
 
 def aggregate_seeds(runs: list[dict]) -> dict[str, dict[str, dict]]:
-    """Mean, sample standard deviation and n over the seeds that finished, per metric and summary key."""
+    """Mean ± 95% t-interval and n over the seeds that finished, per metric and summary key."""
     finished = [run for run in runs if run["status"] == "ok"]
     if not finished:
         return {}
@@ -85,10 +85,5 @@ def aggregate_seeds(runs: list[dict]) -> dict[str, dict[str, dict]]:
         aggregate[metric] = {}
         for key in SUMMARY_KEYS:
             values = [run["summary"][metric][key] for run in finished if run["summary"][metric][key] is not None]
-            if not values:
-                aggregate[metric][key] = {"mean": None, "std": None, "n": 0}
-                continue
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-            aggregate[metric][key] = {"mean": mean, "std": std, "n": len(values)}
+            aggregate[metric][key] = t_interval(values).as_dict() if values else {"mean": None, "ci95": None, "n": 0}
     return aggregate

@@ -24,7 +24,9 @@ from codecl import __version__
 from codecl.config import ExperimentConfig
 from codecl.data.tasks import Task, build_stream, corpus_fingerprint, pretraining_corpus
 from codecl.errors import UserError
+from codecl.evaluate.code_metrics import SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
+from codecl.evaluate.text import bleu_statistics, corpus_bleu_from_statistics
 from codecl.methods import METHODS
 from codecl.models.load import BaseModel, load_pretrained
 from codecl.models.tiny import ensure_tiny_model
@@ -33,7 +35,10 @@ from codecl.results import (
     aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,
     write_jsonl_atomically,
 )
+from codecl.statistics import paired_bootstrap_p
 from codecl.train import train_task
+
+BOOTSTRAP_RESAMPLES = 1000
 
 Log = Callable[[str], None]
 
@@ -94,12 +99,46 @@ class Run:
                 "max_new_tokens": config.eval.max_new_tokens,
                 "metrics": {
                     "bleu": {"variant": "sacrebleu corpus BLEU", "signature": None},
+                    "bleu_codexglue": {"variant": SMOOTHED_BLEU_VARIANT},
+                    "codebleu": {"variant": "CodeBLEU (codebleu package), weights 0.25 each, x 100", "unavailable": None},
                     "exact_match": {"variant": "whitespace-normalised exact match, percent"},
+                    "edit_similarity": {"variant": "1 - character Levenshtein / max length, mean, percent"},
                     "syntax": {"variant": "parses cleanly: Python ast / tree-sitter JavaScript, percent"},
                 },
+                "bootstrap": {"metric": "average final sacrebleu BLEU", "resamples": BOOTSTRAP_RESAMPLES, "seed": 0},
             },
             "methods": {},
         }
+        self.final_rows: dict[str, list[list[Evaluation]]] = {}  # method -> per seed, the last row
+
+    def significance_against_best(self) -> None:
+        """Paired bootstrap of each method's average BLEU against the best method's, over test examples."""
+        averages = {
+            name: entry["summary"]["bleu"]["average"]["mean"] for name, entry in self.results["methods"].items()
+            if entry.get("status") == "ok" and name in self.final_rows
+        }
+        if len(averages) < 2:
+            return
+        best = max(averages, key=averages.get)
+        references = [[e.target for e in t.splits[self.config.eval.split]] for t in self.tasks]
+        statistics = {
+            name: [[bleu_statistics(e.predictions, refs) for e, refs in zip(row, references)] for row in self.final_rows[name]]
+            for name in averages
+        }
+
+        def average_bleu(name: str) -> Callable[[list[list[int]]], float]:
+            def score(indices: list[list[int]]) -> float:
+                per_seed = [
+                    sum(corpus_bleu_from_statistics(task[picked]) for task, picked in zip(seed_stats, indices)) / len(indices)
+                    for seed_stats in statistics[name]
+                ]
+                return sum(per_seed) / len(per_seed)
+            return score
+
+        sizes = [len(refs) for refs in references]
+        for name in averages:
+            p_value = 1.0 if name == best else paired_bootstrap_p(average_bleu(name), average_bleu(best), sizes, BOOTSTRAP_RESAMPLES)
+            self.results["methods"][name]["bleu_vs_best"] = {"best": best, "p_value": p_value}
 
     def evaluate_all(self, model, use_task: Callable[[int], None]) -> list[Evaluation]:
         row = []
@@ -110,6 +149,8 @@ class Run:
                 self.config.eval, self.accelerator,
             )
             self.results["evaluation"]["metrics"]["bleu"]["signature"] = evaluation.bleu_signature
+            if "codebleu" in evaluation.problems:
+                self.results["evaluation"]["metrics"]["codebleu"]["unavailable"] = evaluation.problems["codebleu"]
             row.append(evaluation)
         return row
 
@@ -170,6 +211,8 @@ class Run:
             trace.parent.mkdir(parents=True, exist_ok=True)
             trace.write_text(traceback.format_exc())
         record["matrices"] = {m: [[e.scores[m] for e in row] for row in rows] for m in METRICS}
+        if record["status"] == "ok":
+            self.final_rows.setdefault(name, []).append(rows[-1])
         record["summary"] = summarize_run(record["matrices"]) if record["status"] == "ok" else None
         record.update(peak_memory_mb(self.accelerator))
         self.write_predictions(name, seed, rows)
@@ -196,6 +239,7 @@ class Run:
                 self.log(f"[{name} seed {seed}] {record['status']}: {outcome}")
                 self.results["seconds"] = round(time.perf_counter() - started, 1)
                 write_json_atomically(self.out_dir / "results.json", self.results)
+        self.significance_against_best()
         self.results["finished"] = now()
         write_json_atomically(self.out_dir / "results.json", self.results)
         write_report(self.results, self.out_dir / "report.md")

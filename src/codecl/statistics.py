@@ -33,22 +33,23 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
 
 
 def paired_bootstrap_p(
-    score_a: Callable[[list[int]], float],
-    score_b: Callable[[list[int]], float],
-    example_count: int,
+    score_a: Callable[[list[list[int]]], float],
+    score_b: Callable[[list[list[int]]], float],
+    group_sizes: Sequence[int],
     resamples: int = 1000,
     seed: int = 0,
 ) -> float:
     """Two-sided p-value for 'A and B score the same' (Koehn 2004, paired bootstrap resampling).
 
-    Each resample draws `example_count` example indices with replacement, the same for both systems,
-    and recomputes both scores on them. p = 2 · min(P(delta <= 0), P(delta >= 0)), capped at 1, where
-    delta = score_a - score_b over the resamples: identical systems give p = 1.
+    Each resample draws, for every group (a task's test set), as many example indices as the group
+    has, with replacement and the same for both systems, and recomputes both scores on them.
+    p = 2 · min(P(delta <= 0), P(delta >= 0)), capped at 1, with delta = score_a - score_b over the
+    resamples: identical systems give p = 1.
     """
     rng = random.Random(seed)
     not_above = not_below = 0
     for _ in range(resamples):
-        indices = [rng.randrange(example_count) for _ in range(example_count)]
+        indices = [[rng.randrange(size) for _ in range(size)] for size in group_sizes]
         delta = score_a(indices) - score_b(indices)
         not_above += delta <= 0
         not_below += delta >= 0

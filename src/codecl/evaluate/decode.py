@@ -18,17 +18,19 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from codecl.config import EvalConfig
 from codecl.data.batching import collate
 from codecl.data.tasks import Example
+from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, edit_similarity
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu, exact_match
 
-METRICS = ("bleu", "exact_match", "syntax")
+METRICS = ("bleu", "bleu_codexglue", "codebleu", "exact_match", "edit_similarity", "syntax")
 
 
 @dataclass
 class Evaluation:
-    scores: dict[str, float]
+    scores: dict[str, float | None]  # None: the metric could not be computed (see `problems`)
     predictions: list[str]
     bleu_signature: str
+    problems: dict[str, str]
 
 
 def decoder_cache(model: nn.Module) -> EncoderDecoderCache:
@@ -69,17 +71,22 @@ def generate(
 
 
 def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
-    """BLEU (sacrebleu corpus BLEU, signature recorded), exact match and syntax validity, in percent."""
+    """Every text metric in percent: sacrebleu corpus BLEU (signature recorded), CodeXGLUE smoothed
+    BLEU, CodeBLEU, exact match, edit similarity and syntax validity."""
     references = [e.target for e in examples]
     bleu = corpus_bleu(predictions, references)
+    code_bleu, problem = codebleu(predictions, references, language)
     scores = {
         "bleu": bleu.score,
+        "bleu_codexglue": codexglue_bleu(predictions, references),
+        "codebleu": code_bleu,
         "exact_match": 100.0 * exact_match(predictions, references),
+        "edit_similarity": 100.0 * edit_similarity(predictions, references),
         "syntax": 100.0 * syntax_validity(predictions, language),
     }
-    if not all(math.isfinite(v) for v in scores.values()):
+    if not all(v is None or math.isfinite(v) for v in scores.values()):
         raise ValueError(f"a non-finite score: {scores}")
-    return Evaluation(scores, predictions, bleu.signature)
+    return Evaluation(scores, predictions, bleu.signature, {"codebleu": problem} if problem else {})
 
 
 def evaluate_task(
