@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
 from pydantic import ValidationError
+from torch import nn
 from transformers import T5ForConditionalGeneration
 
 from codecl.config import ExperimentConfig
@@ -23,41 +25,59 @@ from codecl.methods import METHODS
 from codecl.models.load import load_pretrained
 
 
-def read_results(run_dir: Path) -> dict:
+def read_results(run_dir: Path, what: str = "export") -> dict:
     path = run_dir / "results.json"
     if not path.is_file():
-        raise UserError(f"export {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
+        raise UserError(f"{what} {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
     return json.loads(path.read_text())
 
 
-def export_run(run_dir: Path, method_name: str, task: str, out: Path, seed: int | None = None, check: bool = False) -> str:
-    results = read_results(run_dir)
+@dataclass
+class TrainedMethod:
+    """One method of a finished run, rebuilt on the run's base model from its saved state."""
+
+    config: ExperimentConfig
+    task_names: list[str]
+    seed: int
+    method: object  # a `codecl.methods.base.Method`
+    model: nn.Module
+    tokenizer: object
+
+
+def load_trained(run_dir: Path, method_name: str, task: str, seed: int | None = None, what: str = "export") -> TrainedMethod:
+    """The method ``method_name`` of the run in ``run_dir`` after its whole stream; ``task`` is checked
+    against the stream. ``what`` names the command in error messages."""
+    results = read_results(run_dir, what)
     try:
         config = ExperimentConfig(**results["config"])
     except ValidationError as error:
-        raise UserError(f"export {run_dir}/results.json: its config no longer validates ({error.errors()[0]['msg']})") from None
+        raise UserError(f"{what} {run_dir}/results.json: its config no longer validates ({error.errors()[0]['msg']})") from None
     if method_name not in config.methods:
-        raise UserError(f"export --method {method_name}: not in this run (it has {', '.join(config.methods)})")
+        raise UserError(f"{what}: method {method_name} is not in this run (it has {', '.join(config.methods)})")
     task_names = [t["name"] for t in results["tasks"]]
     if task not in task_names:
-        raise UserError(f"export --task {task}: not in this run's stream ({', '.join(task_names)})")
+        raise UserError(f"{what}: task {task} is not in this run's stream ({', '.join(task_names)})")
     runs = {r["seed"]: r for r in results["methods"].get(method_name, {}).get("runs", [])}
     seed = seed if seed is not None else min(runs, default=config.seeds[0])
     if runs.get(seed, {}).get("status") != "ok":
-        raise UserError(f"export --method {method_name} --seed {seed}: that run did not finish (status {runs.get(seed, {}).get('status', 'absent')})")
-
+        raise UserError(f"{what}: method {method_name}, seed {seed}: that run did not finish (status {runs.get(seed, {}).get('status', 'absent')})")
     base = load_pretrained(results["base_model"]["name"])
     method_config = config.methods[method_name]
     method = METHODS[method_config.method].build(method_config)
     model = method.attach(copy.deepcopy(base.model))
     method.load(model, run_dir / "checkpoints" / method_name / f"seed{seed}")
-    plain = method.export(model, task_names.index(task))
+    return TrainedMethod(config, task_names, seed, method, model, base.tokenizer)
+
+
+def export_run(run_dir: Path, method_name: str, task: str, out: Path, seed: int | None = None, check: bool = False) -> str:
+    trained = load_trained(run_dir, method_name, task, seed)
+    plain = trained.method.export(trained.model, trained.task_names.index(task))
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
-    base.tokenizer.save_pretrained(out)
+    trained.tokenizer.save_pretrained(out)
     lines = [f"wrote {out}: a plain {type(plain).__name__} ({sum(p.numel() for p in plain.parameters()):,} parameters)"]
     if check:
-        lines.append(check_against_predictions(run_dir, config, task_names, method_name, seed, task, out))
+        lines.append(check_against_predictions(run_dir, trained.config, trained.task_names, method_name, trained.seed, task, out))
     return "\n".join(lines)
 
 

