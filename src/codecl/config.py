@@ -96,6 +96,18 @@ class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
     num_beams: int = Field(1, ge=1, description="1 is greedy decoding")
     max_new_tokens: int = Field(128, ge=1, description="the most tokens generated per example")
+    max_new_tokens_per_language: dict[Literal["python", "javascript"], int] = Field(
+        {}, description="overrides max_new_tokens for a language"
+    )
+    humaneval: list[Literal["python", "javascript"]] = Field(
+        [], description="HumanEval languages scored after every task as eval-only tasks (pass@1, greedy)"
+    )
+    humaneval_signature: bool = Field(False, description="give the model the function signature with the docstring")
+    humaneval_timeout_s: float = Field(10.0, gt=0, description="wall-clock limit per HumanEval program")
+    humaneval_limit: int | None = Field(None, ge=1, description="score only the first N problems (tests); null: all")
+
+    def new_tokens(self, language: str) -> int:
+        return self.max_new_tokens_per_language.get(language, self.max_new_tokens)
 
 
 class ExperimentConfig(Section):

@@ -44,30 +44,48 @@ def decoder_cache(model: nn.Module) -> EncoderDecoderCache:
     return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
 
 
-@torch.no_grad()
 def generate(
-    model: nn.Module, tokenizer, examples: list[Example], config: EvalConfig, accelerator: Accelerator
+    model: nn.Module, tokenizer, examples: list[Example], config: EvalConfig, accelerator: Accelerator,
+    language: str | None = None,
 ) -> list[str]:
-    """Decode every example; predictions come back in the examples' order."""
+    """Decode every example deterministically; predictions come back in the examples' order."""
+    outputs = _decode(model, tokenizer, examples, config, accelerator, language, 1, do_sample=False, num_beams=config.num_beams)
+    return [texts[0] for texts in outputs]
+
+
+def sample(
+    model: nn.Module, tokenizer, examples: list[Example], config: EvalConfig, accelerator: Accelerator,
+    language: str | None, n: int, temperature: float, top_p: float, seed: int,
+) -> list[list[str]]:
+    """``n`` sampled outputs per example, for pass@k with k > 1 only. Seeded: the same seed, model and
+    examples give the same samples on the same device."""
+    torch.manual_seed(seed)
+    return _decode(model, tokenizer, examples, config, accelerator, language, n,
+                   do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n)
+
+
+@torch.no_grad()
+def _decode(model, tokenizer, examples, config, accelerator, language, per_example, **options) -> list[list[str]]:
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].source_ids))
-    predictions: list[str] = [""] * len(examples)
+    outputs: list[list[str]] = [[] for _ in examples]
     model.eval()
-    for start in range(0, len(order), config.batch_size):
-        indices = order[start : start + config.batch_size]
+    # Sampling n outputs per input multiplies the rows decoded together.
+    batch_size = max(1, config.batch_size // per_example)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
         batch = collate([examples[i].source_ids for i in indices], [[0]] * len(indices), tokenizer.pad_token_id)
         with accelerator.autocast():
             output = model.generate(
                 input_ids=batch["input_ids"].to(accelerator.device),
                 attention_mask=batch["attention_mask"].to(accelerator.device),
-                do_sample=False,
-                num_beams=config.num_beams,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=config.new_tokens(language) if language else config.max_new_tokens,
                 cache=decoder_cache(model),
+                **options,
             )
         texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        for i, text in zip(indices, texts):
-            predictions[i] = text
-    return predictions
+        for position, i in enumerate(indices):
+            outputs[i] = texts[position * per_example : (position + 1) * per_example]
+    return outputs
 
 
 def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
@@ -92,4 +110,4 @@ def score(predictions: list[str], examples: list[Example], language: str) -> Eva
 def evaluate_task(
     model: nn.Module, tokenizer, examples: list[Example], language: str, config: EvalConfig, accelerator: Accelerator
 ) -> Evaluation:
-    return score(generate(model, tokenizer, examples, config, accelerator), examples, language)
+    return score(generate(model, tokenizer, examples, config, accelerator, language), examples, language)

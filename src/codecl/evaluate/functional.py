@@ -1,0 +1,146 @@
+"""HumanEval as eval-only tasks of a stream: after every task, pass@1 (greedy) in Python and JavaScript.
+
+codecl's models map a docstring to code, so a problem's input is its docstring (the first paragraph,
+as in training), with its signature first when `eval.humaneval_signature` asks for it. The model's
+output runs in the sandbox against the problem's tests; a whole function definition and a body that
+continues the prompt are both understood (`codecl.evaluate.humaneval`).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import shutil
+from dataclasses import dataclass
+
+from accelerate import Accelerator
+from torch import nn
+
+from codecl.config import EvalConfig
+from codecl.data.docstrings import first_paragraph
+from codecl.data.tasks import Example
+from codecl.evaluate.decode import generate, sample
+
+
+@dataclass(frozen=True)
+class FunctionalTask:
+    name: str  # humaneval-python, humaneval-javascript
+    language: str
+    task_ids: list[str]
+    examples: list[Example]  # sources only: the reference is the problem's tests
+    skipped: list[tuple[str, str]]  # (task_id, why) for problems that cannot be run in this language
+
+
+def python_docstring_and_signature(prompt: str, entry_point: str) -> tuple[str, str]:
+    tree = ast.parse(prompt)
+    function = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == entry_point)
+    header = re.search(rf"^def {re.escape(entry_point)}\(.*?\).*?:\s*$", prompt, re.MULTILINE | re.DOTALL)
+    # A docstring after other statements (HumanEval/115 imports first) is still the problem's text.
+    strings = [n.value.value for n in function.body
+               if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)]
+    docstring = ast.get_docstring(function) or (inspect.cleandoc(strings[0]) if strings else "")
+    return docstring, header.group(0).strip() if header else f"def {entry_point}(...):"
+
+
+def model_input(docstring: str, signature: str, with_signature: bool) -> str:
+    """The docstring's first paragraph as in training, without its doctest examples (`>>>` and after)."""
+    summary = docstring.split(">>>")[0] if ">>>" in docstring else docstring
+    summary = first_paragraph(summary) or summary.strip() or docstring.strip()
+    return f"{signature}\n{summary}" if with_signature else summary
+
+
+def model_inputs(language: str, with_signature: bool) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The model's input text per HumanEval problem of ``language``, and the (task_id, why) of the
+    problems that language cannot run."""
+    if language == "python":
+        from codecl.evaluate.humaneval import read_python_problems
+
+        problems = read_python_problems()
+        sources = {
+            task_id: model_input(*python_docstring_and_signature(p["prompt"], p["entry_point"]), with_signature)
+            for task_id, p in problems.items()
+        }
+        return sources, []
+    from codecl.evaluate.humaneval_js import read_javascript_problems
+
+    problems = read_javascript_problems()
+    sources = {t: model_input(p.docstring, p.signature, with_signature) for t, p in problems.items() if p.translated}
+    return sources, [(t, p.reason) for t, p in problems.items() if not p.translated]
+
+
+def encode(tokenizer, sources: dict[str, str], max_source_tokens: int) -> list[Example]:
+    encoded = tokenizer(list(sources.values()), truncation=True, max_length=max_source_tokens)["input_ids"]
+    return [Example(text, "", ids, []) for text, ids in zip(sources.values(), encoded)]
+
+
+def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int) -> list[FunctionalTask]:
+    tasks = []
+    for language in config.humaneval:
+        if language == "javascript" and shutil.which("node") is None:
+            continue  # said once by the runner: JavaScript pass@k needs node
+        sources, skipped = model_inputs(language, config.humaneval_signature)
+        task_ids = list(sources)[: config.humaneval_limit]
+        examples = encode(tokenizer, {t: sources[t] for t in task_ids}, max_source_tokens)
+        tasks.append(FunctionalTask(f"humaneval-{language}", language, task_ids, examples, skipped))
+    return tasks
+
+
+def model_samples(
+    model: nn.Module, tokenizer, language: str, config: EvalConfig, max_source_tokens: int, accelerator: Accelerator,
+    num_samples: int = 1, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+) -> list[dict]:
+    """Samples (`task_id`, `completion`) from ``model`` for every problem of ``language``: one greedy
+    completion when ``num_samples`` is 1, else ``num_samples`` seeded samples per problem."""
+    sources, _ = model_inputs(language, config.humaneval_signature)
+    examples = encode(tokenizer, sources, max_source_tokens)
+    if num_samples == 1:
+        outputs = [[text] for text in generate(model, tokenizer, examples, config, accelerator, language)]
+    else:
+        outputs = sample(model, tokenizer, examples, config, accelerator, language, num_samples, temperature, top_p, seed)
+    return [{"task_id": t, "completion": c} for t, texts in zip(sources, outputs) for c in texts]
+
+
+@dataclass
+class FunctionalEvaluation:
+    pass_at_1: float  # percent of the task's problems whose greedy completion passed
+    completions: list[str]  # in the order of the task's task_ids
+    passed: list[bool]
+
+
+def pass_at_1(
+    model: nn.Module, tokenizer, task: FunctionalTask, config: EvalConfig, accelerator: Accelerator
+) -> FunctionalEvaluation:
+    """Greedy completions for every problem of ``task``, each run against its tests in the sandbox."""
+    from codecl.evaluate.humaneval import score_samples
+
+    completions = generate(model, tokenizer, task.examples, config, accelerator, task.language)
+    samples = [{"task_id": t, "completion": c} for t, c in zip(task.task_ids, completions)]
+    result = score_samples(samples, language=task.language, k=(1,), timeout_s=config.humaneval_timeout_s)
+    # Over this task's problems only (a limited run leaves the others without a sample).
+    passed = [result.passes_per_problem[t] > 0 for t in task.task_ids]
+    return FunctionalEvaluation(100.0 * sum(passed) / len(passed), completions, passed)
+
+
+def samples_from_run(
+    spec: str, language: str, num_samples: int = 1, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+    run_seed: int | None = None,
+) -> list[dict]:
+    """`--samples model:RUN_DIR,METHOD,TASK`: completions by that method of a finished run, with the
+    parameters it uses for TASK, decoded as the run's eval config says."""
+    from pathlib import Path
+
+    from codecl.errors import UserError
+    from codecl.export import load_trained
+
+    parts = spec.removeprefix("model:").split(",")
+    if len(parts) != 3 or not all(parts):
+        raise UserError(f"--samples {spec}: expected model:RUN_DIR,METHOD,TASK")
+    run_dir, method_name, task = parts
+    trained = load_trained(Path(run_dir), method_name, task, run_seed, what="humaneval --samples")
+    precision = trained.config.model.precision
+    accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+    trained.model.to(accelerator.device)
+    trained.method.use_task(trained.model, trained.task_names.index(task))
+    return model_samples(trained.model, trained.tokenizer, language, trained.config.eval,
+                         trained.config.data.max_source_tokens, accelerator, num_samples, temperature, top_p, seed)
