@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from codecl.config import load_config
+from codecl.evaluate.decode import METRICS
 from conftest import codecl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,15 +68,20 @@ def test_parameter_accounting(smoke_run):
 @pytest.mark.parametrize("method", ["lora", "layers", "hybrid", "hybrid-shared-layer", "ffn", "heads"])
 def test_per_task_methods_cannot_forget(smoke_run, method):
     run = json.loads((smoke_run / "results.json").read_text())["methods"][method]["runs"][0]
-    for metric, summary in run["summary"].items():
-        assert summary["forgetting"] == 0.0, metric
-        assert summary["backward_transfer"] == 0.0, metric
+    for metric in METRICS:
+        assert run["summary"][metric]["forgetting"] == 0.0, metric
+        assert run["summary"][metric]["backward_transfer"] == 0.0, metric
+    # HumanEval-Python is scored with the Python task's parameters, untouched by the JavaScript task.
+    assert run["summary"]["pass@1 humaneval-python"]["forgetting"] == 0.0
+    python_column = [row[0] for row in run["eval_only_matrices"]["pass@1"]]
+    assert python_column[1] == python_column[2]
 
 
 @pytest.mark.slow
 def test_frozen_rows_never_change(smoke_run):
     methods = json.loads((smoke_run / "results.json").read_text())["methods"]
-    for matrix in methods["frozen"]["runs"][0]["matrices"].values():
+    run = methods["frozen"]["runs"][0]
+    for matrix in [*run["matrices"].values(), *run["eval_only_matrices"].values()]:
         assert matrix[0] == matrix[1] == matrix[2]
 
 
@@ -90,12 +96,56 @@ def test_predictions_for_every_method_row_and_task(smoke_run):
 
 
 @pytest.mark.slow
+def test_humaneval_is_an_eval_only_task_with_its_own_matrix(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    tasks = {t["name"]: t for t in results["eval_only_tasks"]}
+    assert list(tasks) == ["humaneval-python", "humaneval-javascript"]
+    assert tasks["humaneval-python"]["problems"] == tasks["humaneval-javascript"]["problems"] == 4
+    assert tasks["humaneval-python"]["skipped"] == 0 and tasks["humaneval-javascript"]["skipped"] == 4
+    for method, entry in results["methods"].items():
+        for run in entry["runs"]:
+            matrix = run["eval_only_matrices"]["pass@1"]
+            assert len(matrix) == 3 and all(len(row) == 2 for row in matrix), method
+            summary = run["summary"]["pass@1 humaneval-javascript"]
+            assert summary["average"] == matrix[2][1] and summary["forward_transfer"] is None
+            # Each score is the share of the saved completions that passed, after each task.
+            for i, after in enumerate(("after0-start", "after1-python", "after2-javascript")):
+                for j, task in enumerate(tasks):
+                    saved = [json.loads(line) for line in
+                             (smoke_run / "predictions" / method / f"seed{run['seed']}" / after / f"{task}.jsonl").open()]
+                    assert [r["task_id"] for r in saved] == [f"HumanEval/{k}" for k in range(4)]
+                    assert matrix[i][j] == 100.0 * sum(r["passed"] for r in saved) / 4
+        assert set(entry["summary"]["pass@1 humaneval-python"]["average"]) == {"mean", "ci95", "n"}
+
+
+@pytest.mark.slow
+def test_humaneval_samples_from_a_trained_method(smoke_run, tmp_path):
+    out = tmp_path / "samples.jsonl"
+    done = codecl("humaneval", "--language", "python", "--samples", f"model:{smoke_run},lora,python",
+                  "--save-samples", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "pass@1 = " in done.stdout and "/164 problems)" in done.stdout
+    samples = [json.loads(line) for line in out.open()]
+    assert len(samples) == 164
+    # The run scored the same greedy completions with the same parameters (lora's Python adapter).
+    saved = [json.loads(line) for line in (smoke_run / "predictions" / "lora" / "seed0" / "after2-javascript" / "humaneval-python.jsonl").open()]
+    assert [s["completion"] for s in samples[:4]] == [r["completion"] for r in saved]
+    rescored = codecl("humaneval", "--language", "python", "--samples", str(out), cwd=tmp_path)
+    assert rescored.returncode == 0 and rescored.stdout.splitlines()[1] == done.stdout.splitlines()[1]
+    missing = codecl("humaneval", "--language", "python", "--samples", f"model:{smoke_run},nope,python", cwd=tmp_path)
+    assert missing.returncode == 2 and "method nope is not in this run" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
 def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
     assert "| rank | method | avg BLEU |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
     assert "CodeXGLUE smoothed sentence BLEU-4" in report and "| p vs best |" in report
     assert "(n = 2 seeds)" in report
+    assert "final pass@1 humaneval-python (n=4)" in report and "## HumanEval (eval-only tasks)" in report
+    assert "HumanEval pass@1 (%), eval-only:" in report
     for method in load_config(SMOKE).methods:
         assert f"### {method}, seed 0" in report
     (smoke_run / "report.md").unlink()

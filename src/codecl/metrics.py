@@ -136,3 +136,19 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     if np.isnan(values).any():
         return None
     return float(values.mean())
+
+
+def eval_only_summary(accuracy_matrix: AccuracyMatrix) -> list[dict[str, float | None]]:
+    """Per column of a (T+1) x J matrix of tasks that are scored but never trained (HumanEval):
+    average = R[T][j], the final score; forgetting = max_{1 <= l < T} R[l][j] - R[T][j], the best
+    score reached during the stream before the last task minus the final one (None when T < 2).
+    Transfer needs a task's own training row, so eval-only tasks have none."""
+    matrix = np.asarray(accuracy_matrix, dtype=float)
+    last = matrix.shape[0] - 1
+    summaries = []
+    for column in matrix.T:
+        final = None if np.isnan(column[last]) else float(column[last])
+        earlier = column[1:last]
+        forgetting = None if final is None or earlier.size == 0 or np.isnan(earlier).any() else float(earlier.max() - final)
+        summaries.append({"average": final, "backward_transfer": None, "forgetting": forgetting, "forward_transfer": None})
+    return summaries

@@ -48,16 +48,20 @@ def _versus_best(entry: dict) -> str:
 
 def ranking_table(results: dict) -> str:
     base = results["base_model"]["parameters"]
+    eval_only = results.get("eval_only_tasks", [])
+    functional = "".join(f"final pass@1 {t['name']} (n={t['problems']}) | " for t in eval_only)
     lines = [
         "| rank | method | avg BLEU | p vs best | avg BLEU (CodeXGLUE) | avg CodeBLEU | avg EM | avg syntax | "
-        "trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"{functional}trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
     def sort_key(item):
         name, entry = item
         cell = entry.get("summary", {}).get("bleu", {}).get("average") or {}
-        return (entry.get("status") != "ok", -(cell.get("mean") or float("-inf")), name)
+        mean = cell.get("mean")
+        # Ties keep the config's order, as the choice of the best method in the runner does.
+        return (entry.get("status") != "ok", -mean if mean is not None else float("inf"))
 
     for rank, (name, entry) in enumerate(sorted(results["methods"].items(), key=sort_key), 1):
         summary = entry.get("summary", {})
@@ -67,7 +71,10 @@ def ranking_table(results: dict) -> str:
         if status != "ok":
             errors = [run["error"] for run in entry["runs"] if run["error"]]
             status = f"failed: {errors[0]}" if errors else status
-        averages = " | ".join(_across_seeds(summary, m, "average") for m in ("bleu_codexglue", "codebleu", "exact_match", "syntax"))
+        averages = " | ".join(
+            _across_seeds(summary, m, "average")
+            for m in ("bleu_codexglue", "codebleu", "exact_match", "syntax", *(f"pass@1 {t['name']}" for t in eval_only))
+        )
         lines.append(
             f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {_versus_best({**entry, 'name': name})} | "
             f"{averages} | {per_task} | {percent} | {added} | "
@@ -77,11 +84,35 @@ def ranking_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def matrix_table(matrix: list[list[float]], task_names: list[str], counts: dict[str, int]) -> str:
+def humaneval_table(results: dict) -> list[str]:
+    """Per method, each HumanEval task's final pass@1 and its forgetting, both across seeds."""
+    eval_only = results.get("eval_only_tasks", [])
+    if not eval_only:
+        return []
+    header = "| method | " + " | ".join(f"{t['name']} pass@1 (n={t['problems']}) | forgetting" for t in eval_only) + " |"
+    lines = ["## HumanEval (eval-only tasks)", ""]
+    for task in eval_only:
+        skipped = f"; {task['skipped']} problems not translatable to {task['language']}, not scored" if task["skipped"] else ""
+        lines.append(f"- {task['name']}: {task['problems']} problems, {task['metric']}{skipped}; sandbox: {task.get('sandbox', 'n/a')}")
+    lines += ["- Forgetting here: the best pass@1 reached before the last task minus the final one, in points.", "",
+              header, "|---|" + "---:|---:|" * len(eval_only)]
+    for name, entry in results["methods"].items():
+        summary = entry.get("summary", {})
+        keys = [f"pass@1 {t['name']}" for t in eval_only]
+        cells = " | ".join(f"{_across_seeds(summary, k, 'average')} | {_across_seeds(summary, k, 'forgetting')}" for k in keys)
+        lines.append(f"| {name} | {cells} |")
+    return lines + [""]
+
+
+def matrix_table(
+    matrix: list[list[float]], task_names: list[str], counts: dict[str, int], row_names: list[str] | None = None
+) -> str:
+    """Rows: after training nothing, then each stream task; columns: the tasks scored, with their n."""
+    row_names = row_names or task_names
     header = "| after training ↓ / scored on → | " + " | ".join(f"{t} (n={counts[t]})" for t in task_names) + " |"
     lines = [header, "|---|" + "---:|" * len(task_names)]
     for i, row in enumerate(matrix):
-        label = "nothing (base)" if i == 0 else task_names[i - 1]
+        label = "nothing (base)" if i == 0 else row_names[i - 1]
         lines.append(f"| {label} | " + " | ".join(_number(v) for v in row) + " |")
     return "\n".join(lines)
 
@@ -119,6 +150,7 @@ def render(results: dict) -> str:
         "",
         ranking_table(results),
         "",
+        *humaneval_table(results),
         "## Accuracy matrices",
     ]
     for name, entry in results["methods"].items():
@@ -126,6 +158,11 @@ def render(results: dict) -> str:
             out += ["", f"### {name}, seed {run['seed']}"]
             for metric, matrix in run["matrices"].items():
                 out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, task_names, counts)]
+            eval_only = results.get("eval_only_tasks", [])
+            for metric, matrix in run.get("eval_only_matrices", {}).items():
+                names = [t["name"] for t in eval_only]
+                out += ["", f"HumanEval {metric} (%), eval-only:", "",
+                        matrix_table(matrix, names, {t["name"]: t["problems"] for t in eval_only}, task_names)]
     return "\n".join(out) + "\n"
 
 

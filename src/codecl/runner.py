@@ -26,8 +26,11 @@ from codecl.data.tasks import Task, build_stream, corpus_fingerprint, pretrainin
 from codecl.errors import UserError
 from codecl.evaluate.code_metrics import SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
+from codecl.evaluate.functional import FunctionalEvaluation, build_humaneval_tasks, pass_at_1
+from codecl.evaluate.sandbox import sandbox_isolation
 from codecl.evaluate.text import bleu_statistics, corpus_bleu_from_statistics
 from codecl.methods import METHODS
+from codecl.metrics import eval_only_summary
 from codecl.models.load import BaseModel, load_pretrained
 from codecl.models.tiny import ensure_tiny_model
 from codecl.report import write_report
@@ -78,6 +81,9 @@ class Run:
         self.base = load_base(config, log)
         self.base.model.to(self.accelerator.device)
         self.tasks = build_stream(config.data, self.base.tokenizer, config.eval.split)
+        self.eval_only = build_humaneval_tasks(config.eval, self.base.tokenizer, config.data.max_source_tokens)
+        if "javascript" in config.eval.humaneval and not any(t.language == "javascript" for t in self.eval_only):
+            log("node is not installed: HumanEval-JavaScript pass@1 is skipped")
         self.results = {
             "codecl_version": __version__,
             "created": now(),
@@ -107,6 +113,12 @@ class Run:
                 },
                 "bootstrap": {"metric": "average final sacrebleu BLEU", "resamples": BOOTSTRAP_RESAMPLES, "seed": 0},
             },
+            "eval_only_tasks": [
+                {"name": t.name, "language": t.language, "problems": len(t.task_ids), "skipped": len(t.skipped),
+                 "skipped_problems": [{"task_id": i, "reason": r} for i, r in t.skipped],
+                 "metric": "pass@1, greedy, sandboxed execution, percent", "sandbox": str(sandbox_isolation())}
+                for t in self.eval_only
+            ],
             "methods": {},
         }
         self.final_rows: dict[str, list[list[Evaluation]]] = {}  # method -> per seed, the last row
@@ -140,6 +152,16 @@ class Run:
             p_value = 1.0 if name == best else paired_bootstrap_p(average_bleu(name), average_bleu(best), sizes, BOOTSTRAP_RESAMPLES)
             self.results["methods"][name]["bleu_vs_best"] = {"best": best, "p_value": p_value}
 
+    def evaluate_eval_only(self, model, use_task: Callable[[int], None]) -> list[FunctionalEvaluation]:
+        """pass@1 of every HumanEval task, with the parameters of the stream task in its language
+        (the last task's where the stream has no task in that language)."""
+        evaluations = []
+        languages = [t.language for t in self.tasks]
+        for task in self.eval_only:
+            use_task(languages.index(task.language) if task.language in languages else len(languages) - 1)
+            evaluations.append(pass_at_1(model, self.base.tokenizer, task, self.config.eval, self.accelerator))
+        return evaluations
+
     def evaluate_all(self, model, use_task: Callable[[int], None]) -> list[Evaluation]:
         row = []
         for task in self.tasks:
@@ -154,14 +176,23 @@ class Run:
             row.append(evaluation)
         return row
 
-    def write_predictions(self, method: str, seed: int, rows: list[list[Evaluation]]) -> None:
+    def write_predictions(
+        self, method: str, seed: int, rows: list[list[Evaluation]], eval_only_rows: list[list[FunctionalEvaluation]]
+    ) -> None:
         after_names = ["start"] + [t.name for t in self.tasks]
-        for i, row in enumerate(rows):
+        for i, (row, functional_row) in enumerate(zip(rows, eval_only_rows)):
+            folder = self.out_dir / "predictions" / method / f"seed{seed}" / f"after{i}-{after_names[i]}"
             for task, evaluation in zip(self.tasks, row):
                 examples = task.splits[self.config.eval.split]
                 write_jsonl_atomically(
-                    self.out_dir / "predictions" / method / f"seed{seed}" / f"after{i}-{after_names[i]}" / f"{task.name}.jsonl",
+                    folder / f"{task.name}.jsonl",
                     [{"input": e.source, "reference": e.target, "prediction": p} for e, p in zip(examples, evaluation.predictions)],
+                )
+            for task, evaluation in zip(self.eval_only, functional_row):
+                write_jsonl_atomically(
+                    folder / f"{task.name}.jsonl",
+                    [{"task_id": t, "input": e.source, "completion": c, "passed": ok}
+                     for t, e, c, ok in zip(task.task_ids, task.examples, evaluation.completions, evaluation.passed)],
                 )
 
     def run_method(self, name: str, seed: int, start_row: list[Evaluation]) -> dict:
@@ -170,8 +201,8 @@ class Run:
         if self.accelerator.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         method = METHODS[method_config.method].build(method_config)
-        record = {"seed": seed, "status": "ok", "error": None, "train": []}
-        rows = [start_row]
+        record = {"seed": seed, "status": "ok", "error": None, "train": [], "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
+        rows, eval_only_rows = [start_row], [self.start_eval_only]
         try:
             model = method.attach(copy.deepcopy(self.base.model)).to(self.accelerator.device)
             trainable = []
@@ -195,7 +226,16 @@ class Run:
                     if trained.failure:
                         raise MethodFailed(f"task {task.name}: {trained.failure}")
                 method.end_task(model, task.index)
-                rows.append(self.evaluate_all(model, lambda j: method.use_task(model, j)) if parameters else rows[-1])
+                if parameters:
+                    started = time.perf_counter()
+                    rows.append(self.evaluate_all(model, lambda j: method.use_task(model, j)))
+                    record["seconds"]["evaluate"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    eval_only_rows.append(self.evaluate_eval_only(model, lambda j: method.use_task(model, j)))
+                    record["seconds"]["humaneval"] += time.perf_counter() - started
+                else:
+                    rows.append(rows[-1])
+                    eval_only_rows.append(eval_only_rows[-1])
             total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
             base = self.base.parameter_count
             record["parameters"] = {
@@ -214,8 +254,13 @@ class Run:
         if record["status"] == "ok":
             self.final_rows.setdefault(name, []).append(rows[-1])
         record["summary"] = summarize_run(record["matrices"]) if record["status"] == "ok" else None
+        if self.eval_only:
+            record["eval_only_matrices"] = {"pass@1": [[e.pass_at_1 for e in row] for row in eval_only_rows]}
+            if record["status"] == "ok":
+                for task, summary in zip(self.eval_only, eval_only_summary(record["eval_only_matrices"]["pass@1"])):
+                    record["summary"][f"pass@1 {task.name}"] = summary
         record.update(peak_memory_mb(self.accelerator))
-        self.write_predictions(name, seed, rows)
+        self.write_predictions(name, seed, rows, eval_only_rows)
         return record
 
     def execute(self) -> dict:
@@ -223,8 +268,10 @@ class Run:
         self.log(f"tasks: {' -> '.join(t.name for t in self.tasks)}; scored on {self.config.eval.split} ({counts})")
         started = time.perf_counter()
         start_row = self.evaluate_all(self.base.model, lambda j: None)
+        self.start_eval_only = self.evaluate_eval_only(self.base.model, lambda j: None)
         bleu = ", ".join(f"{t.name} BLEU {e.scores['bleu']:.2f}" for t, e in zip(self.tasks, start_row))
-        self.log(f"base model: {bleu}")
+        functional = "".join(f", {t.name} pass@1 {e.pass_at_1:.1f}%" for t, e in zip(self.eval_only, self.start_eval_only))
+        self.log(f"base model: {bleu}{functional}")
         for name in self.config.methods:
             entry = self.results["methods"].setdefault(
                 name, {"config": self.config.methods[name].model_dump(mode="json"), "runs": []}
