@@ -3,7 +3,7 @@ import math
 import pytest
 
 from codecl.evaluate.code_metrics import (
-    codebleu, codexglue_bleu, codexglue_tokens, edit_similarity, levenshtein, smoothed_sentence_bleu,
+    codebleu, codexglue_bleu, codexglue_tokens, edit_similarity, smoothed_sentence_bleu,
 )
 
 
@@ -28,9 +28,32 @@ def test_identical_is_one_and_disjoint_is_near_zero():
     assert smoothed_sentence_bleu("alpha beta", "gamma delta") < 1e-50
 
 
+def reference_levenshtein(a: str, b: str) -> int:
+    """The textbook dynamic programme, to check the library's distance against."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
 def test_edit_similarity_by_hand():
-    assert levenshtein("kitten", "sitting") == 3
+    # kitten -> sitting: two substitutions and one insertion, over the longer length 7.
     assert edit_similarity(["kitten", ""], ["sitting", ""]) == pytest.approx((1 - 3 / 7 + 1.0) / 2)
+    assert edit_similarity(["abc"], ["xyz"]) == 0.0
+
+
+def test_edit_similarity_matches_the_textbook_distance():
+    import random
+
+    rng = random.Random(0)
+    pairs = [("".join(rng.choices("ab(){} \n", k=rng.randrange(30))), "".join(rng.choices("ab(){} \n", k=rng.randrange(30))))
+             for _ in range(200)]
+    for a, b in pairs:
+        expected = 1.0 - reference_levenshtein(a, b) / max(len(a), len(b)) if (a or b) else 1.0
+        assert edit_similarity([a], [b]) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("language, code", [("python", "def f(a):\n    return a + 1"), ("javascript", "function f(a) { return a + 1; }")])
