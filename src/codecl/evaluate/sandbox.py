@@ -198,13 +198,13 @@ def _execute(command: list[str], files: dict[str, str], isolation: Isolation, ti
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
             supervisor = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                           env={}, start_new_session=True)
-        try:
-            supervisor.wait(timeout=timeout_s + SUPERVISOR_GRACE_S)
-        except subprocess.TimeoutExpired:  # the supervisor itself hung: end it and what it ran
+        # Not Popen.wait(timeout): it polls with sleeps of up to 50 ms, the better part of a short run.
+        if not _wait_for(supervisor.pid, time.monotonic() + timeout_s + SUPERVISOR_GRACE_S):
+            # The supervisor itself hung: end it and what it ran.
             os.killpg(supervisor.pid, signal.SIGKILL)
-            supervisor.wait()
             if uid is not None:
                 subprocess.run([sys.executable, "-I", "-S", os.path.abspath(__file__), "--kill-uid", str(uid)])
+        supervisor.wait()
         report = _read_report(report_path)
         stderr_text = _read_cut(stderr_path)
         if "message" in report:
@@ -238,7 +238,8 @@ def _allocate_uid() -> int:
     import socket
 
     with _uids_lock:
-        for uid in random.SystemRandom().sample(UID_RANGE, len(UID_RANGE)):
+        start = random.SystemRandom().randrange(len(UID_RANGE))
+        for uid in (UID_RANGE[(start + i) % len(UID_RANGE)] for i in range(len(UID_RANGE))):
             if uid in _uids_in_use:
                 continue
             try:
