@@ -140,7 +140,7 @@ def test_humaneval_samples_from_a_trained_method(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
-    assert "| rank | method | avg BLEU |" in report
+    assert "| rank | method | avg BLEU (n=8/8) |" in report and "| avg syntax (n=8/8) |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
     assert "CodeXGLUE smoothed sentence BLEU-4" in report and "| p vs best |" in report
     assert "(n = 2 seeds)" in report

@@ -50,8 +50,10 @@ def ranking_table(results: dict) -> str:
     base = results["base_model"]["parameters"]
     eval_only = results.get("eval_only_tasks", [])
     functional = "".join(f"final pass@1 {t['name']} (n={t['problems']}) | " for t in eval_only)
+    counts = results["evaluation"]["examples_per_task"]
+    n = "n=" + "/".join(str(counts[t["name"]]) for t in results["tasks"])  # per task, in stream order
     lines = [
-        "| rank | method | avg BLEU | p vs best | avg BLEU (CodeXGLUE) | avg CodeBLEU | avg EM | avg syntax | "
+        f"| rank | method | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
         f"{functional}trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
         "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---|",
     ]

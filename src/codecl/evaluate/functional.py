@@ -45,7 +45,7 @@ def python_docstring_and_signature(prompt: str, entry_point: str) -> tuple[str, 
 
 def model_input(docstring: str, signature: str, with_signature: bool) -> str:
     """The docstring's first paragraph as in training, without its doctest examples (`>>>` and after)."""
-    summary = docstring.split(">>>")[0] if ">>>" in docstring else docstring
+    summary = docstring.split(">>>")[0]
     summary = first_paragraph(summary) or summary.strip() or docstring.strip()
     return f"{signature}\n{summary}" if with_signature else summary
 
