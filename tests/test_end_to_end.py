@@ -207,3 +207,12 @@ def test_export_reproduces_the_runs_predictions_without_codecl(smoke_run, mined_
     # Loadable by transformers alone: a child process that never imports codecl.
     script = f"from transformers import T5ForConditionalGeneration as T; import sys; T.from_pretrained({str(out)!r}); assert 'codecl' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_evaluation_benchmark_runs_on_a_finished_run(smoke_run):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "evaluation.py"), str(smoke_run), "lora"],
+                          capture_output=True, text=True, cwd=smoke_run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "one evaluation point of" in done.stdout and "| humaneval-python: run in the sandbox" in done.stdout
+    assert "edit similarity textbook / rapidfuzz" in done.stdout

@@ -1,8 +1,8 @@
 """Python HumanEval: pass@k, the two completion shapes, samples files, scoring in the sandbox."""
 
 import json
-import shutil
 import re
+import shutil
 import textwrap
 from math import comb, isclose
 
@@ -316,3 +316,18 @@ def test_cli_bad_samples_exit_2_with_one_line(tmp_path, lines, extra, message):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("codecl: error:"), done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_javascript_scoring_end_to_end_with_the_syntax_check():
+    """Through score_samples, V8's syntax check first: the hand-written solutions pass, the wrong ones
+    fail, and only the unparsable ones are refused without running."""
+    from test_humaneval_js import SOLUTIONS
+
+    good = [{"task_id": t, "completion": right} for t, (right, _) in SOLUTIONS.items()]
+    wrong = [{"task_id": t, "completion": bad} for t, (_, bad) in SOLUTIONS.items()]
+    unparsable = [{"task_id": "HumanEval/0", "completion": "  return ((;\n}\n"}]
+    result = score_samples(good + wrong + unparsable, language="javascript", k=(1,))
+    assert [result.passes_per_problem[t] for t in SOLUTIONS] == [1] * len(SOLUTIONS)
+    assert result.statuses["passed"] == len(SOLUTIONS)
+    assert result.statuses.get("syntax-error") == 1
