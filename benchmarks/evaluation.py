@@ -5,9 +5,10 @@ Usage: python benchmarks/evaluation.py RUN_DIR [METHOD]   (default method: full-
 An evaluation point is what a run does after each task: score every stream task's test split with
 every metric, then HumanEval in both languages. The model is METHOD of a finished run, after its
 last task, so its outputs are as long as a trained model's (an untrained one stops early and would
-flatter decoding). Two choices are measured against their reference in the same run:
+flatter decoding). Three choices are measured against their reference in the same run:
 - decoding batch size: the config's against 64;
-- edit similarity: rapidfuzz's Levenshtein against the textbook dynamic programme in Python.
+- edit similarity: rapidfuzz's Levenshtein against the textbook dynamic programme in Python;
+- HumanEval-JavaScript: V8's syntax check first against starting node for every program.
 """
 
 import shutil
@@ -22,6 +23,8 @@ from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, edit_similari
 from codecl.evaluate.decode import generate
 from codecl.evaluate.functional import build_humaneval_tasks
 from codecl.evaluate.humaneval import score_samples
+from codecl.evaluate.humaneval_js import build_javascript_program, read_javascript_problems
+from codecl.evaluate.sandbox import run_many
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu
 from codecl.export import load_trained
@@ -75,6 +78,7 @@ def main() -> None:
 
     humaneval_config = config.eval.model_copy(update={"humaneval": ["python", "javascript"] if shutil.which("node") else ["python"]})
     languages = [t.language for t in stream]
+    javascript_problems = read_javascript_problems()
     for task in build_humaneval_tasks(humaneval_config, tokenizer, config.data.max_source_tokens):
         trained.method.use_task(model, languages.index(task.language) if task.language in languages else 0)
         seconds, completions = timed(lambda: generate(model, tokenizer, task.examples, config.eval, accelerator, task.language))
@@ -83,6 +87,10 @@ def main() -> None:
         seconds, result = timed(lambda: score_samples(samples, language=task.language))
         outcome = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
         rows.append((f"{task.name}: run in the sandbox ({outcome})", seconds, True))
+        if task.language == "javascript":  # the reference: node started for every program, no syntax check
+            programs = [build_javascript_program(javascript_problems[s["task_id"]], s["completion"]) for s in samples]
+            seconds, _ = timed(lambda: run_many([(["node", "program.js"], {"program.js": p}) for p in programs]))
+            rows.append((f"{task.name}: every program run, no syntax check (reference)", seconds, False))
 
     total = sum(seconds for _, seconds, counted in rows if counted)
     print(f"one evaluation point of {run_dir} ({method}), {config.eval.split} split: {total:.1f} s")
@@ -96,6 +104,9 @@ def main() -> None:
         edit = [s for what, s, _ in rows if what.startswith(f"{language}: edit similarity")]
         print(f"{language}: decoding batch 64 / batch {config.eval.batch_size}: {slow / fast:.2f}x; "
               f"edit similarity textbook / rapidfuzz: {edit[1] / edit[0]:.0f}x")
+    sandbox = [s for what, s, _ in rows if what.startswith("humaneval-javascript: ") and "generate" not in what]
+    if len(sandbox) == 2:
+        print(f"humaneval-javascript: every program run / syntax check first: {sandbox[1] / sandbox[0]:.1f}x")
 
 
 if __name__ == "__main__":
