@@ -201,7 +201,7 @@ def test_malformed_rows_are_skipped_counted_and_reported(tmp_path, mined_corpus)
 def test_export_reproduces_the_runs_predictions_without_codecl(smoke_run, mined_corpus, method, tmp_path):
     out = tmp_path / "export"
     done = codecl("export", str(smoke_run), "--method", method, "--task", "python", "--out", str(out), "--check",
-                  f"--seed=0", cwd=tmp_path, CODECL_CACHE=str(smoke_run.parent / "cache"))
+                  "--seed=0", cwd=tmp_path, CODECL_CACHE=str(smoke_run.parent / "cache"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "8/8 equal the run's predictions" in done.stdout
     # Loadable by transformers alone: a child process that never imports codecl.

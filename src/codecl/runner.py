@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 
 from codecl import __version__
 from codecl.config import ExperimentConfig
-from codecl.data.tasks import Task, build_stream, corpus_fingerprint, pretraining_corpus
+from codecl.data.tasks import build_stream, corpus_fingerprint, pretraining_corpus
 from codecl.errors import UserError
 from codecl.evaluate.code_metrics import SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
@@ -195,14 +195,16 @@ class Run:
                      for t, e, c, ok in zip(task.task_ids, task.examples, evaluation.completions, evaluation.passed)],
                 )
 
-    def run_method(self, name: str, seed: int, start_row: list[Evaluation]) -> dict:
+    def run_method(
+        self, name: str, seed: int, start_row: list[Evaluation], start_eval_only: list[FunctionalEvaluation]
+    ) -> dict:
         method_config = self.config.methods[name]
         set_seed(seed)
         if self.accelerator.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         method = METHODS[method_config.method].build(method_config)
         record = {"seed": seed, "status": "ok", "error": None, "train": [], "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
-        rows, eval_only_rows = [start_row], [self.start_eval_only]
+        rows, eval_only_rows = [start_row], [start_eval_only]
         try:
             model = method.attach(copy.deepcopy(self.base.model)).to(self.accelerator.device)
             trainable = []
@@ -268,16 +270,16 @@ class Run:
         self.log(f"tasks: {' -> '.join(t.name for t in self.tasks)}; scored on {self.config.eval.split} ({counts})")
         started = time.perf_counter()
         start_row = self.evaluate_all(self.base.model, lambda j: None)
-        self.start_eval_only = self.evaluate_eval_only(self.base.model, lambda j: None)
+        start_eval_only = self.evaluate_eval_only(self.base.model, lambda j: None)
         bleu = ", ".join(f"{t.name} BLEU {e.scores['bleu']:.2f}" for t, e in zip(self.tasks, start_row))
-        functional = "".join(f", {t.name} pass@1 {e.pass_at_1:.1f}%" for t, e in zip(self.eval_only, self.start_eval_only))
+        functional = "".join(f", {t.name} pass@1 {e.pass_at_1:.1f}%" for t, e in zip(self.eval_only, start_eval_only))
         self.log(f"base model: {bleu}{functional}")
         for name in self.config.methods:
             entry = self.results["methods"].setdefault(
                 name, {"config": self.config.methods[name].model_dump(mode="json"), "runs": []}
             )
             for seed in self.config.seeds:
-                record = self.run_method(name, seed, start_row)
+                record = self.run_method(name, seed, start_row, start_eval_only)
                 entry["runs"].append(record)
                 entry["summary"] = aggregate_seeds(entry["runs"])
                 entry["status"] = "ok" if all(r["status"] == "ok" for r in entry["runs"]) else "failed"
