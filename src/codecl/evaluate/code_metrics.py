@@ -1,9 +1,13 @@
-"""The second BLEU variant, edit similarity and CodeBLEU.
+"""The two CodeXGLUE BLEU variants, edit similarity and CodeBLEU.
 
-- CodeXGLUE's smoothed sentence-level BLEU-4, the metric of its code-to-text evaluator (inherited
-  from the MOSES `bleu.py` script): text lower-cased and punctuation split off, n-gram precisions with
-  +1 smoothing for n = 2..4 (Lin & Och 2004, "ORANGE"), brevity penalty
-  min(0, 1 - (r + 1) / (c + 1)) in log space, one score per sentence, averaged, times 100.
+- CodeXGLUE's code-to-text BLEU (`Code-Text/code-to-text/evaluator/evaluator.py`, the MOSES
+  `bleu.py` it inherits): text stripped, lower-cased and split into word runs and single punctuation
+  marks (`splitPuncts`), then the MOSES normalisation, which also splits off underscores; smoothed
+  sentence BLEU-4 (Lin & Och 2004, "ORANGE": +1 on the 2- to 4-gram counts only), one score per
+  example, averaged, x 100. The metric of docstring generation.
+- CodeXGLUE's text-to-code BLEU (`Text-Code/text-to-code/evaluator/bleu.py`, Google's `compute_bleu`
+  as its `_bleu` calls it): whitespace tokens, case kept, n-gram counts summed over the corpus, +1 on
+  every order's counts, BP = exp(1 - r / c) when c <= r, x 100. The metric of code generation.
 - Edit similarity: 1 - Levenshtein(prediction, reference) / max(len), on characters, averaged.
 - CodeBLEU (Ren et al. 2020, arXiv:2009.10297) through the `codebleu` package: n-gram, weighted
   n-gram, AST and data-flow match with weights 0.25 each.
@@ -13,28 +17,33 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import Counter
 from typing import Sequence
 
-SMOOTHED_BLEU_VARIANT = "CodeXGLUE smoothed sentence BLEU-4 (lowercased, punctuation split, +1 smoothing on 2-4-grams, mean x 100)"
-# CodeXGLUE's tokenisation: join lines, then put spaces around punctuation (but keep decimals and
-# thousands separators inside numbers, and a minus after a digit apart).
-_JOIN_LINES = [(re.compile(r"<skipped>"), ""), (re.compile(r"-\n"), ""), (re.compile(r"\n"), " ")]
-_SPLIT_PUNCTUATION = [
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),
-    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),
-    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),
-    (re.compile(r"([0-9])(-)"), r"\1 \2 "),
-]
+from codecl.evaluate.text import _check_pairs
+
+SMOOTHED_BLEU_VARIANT = (
+    "CodeXGLUE code-to-text smoothed sentence BLEU-4 (evaluator.py: lowercased, splitPuncts + MOSES "
+    "normalisation, +1 smoothing on 2-4-grams, BP exp(min(0, 1 - (r+1)/(c+1))), mean over examples x 100)"
+)
+CODE_BLEU_VARIANT = (
+    "CodeXGLUE text-to-code corpus BLEU-4 (evaluator/bleu.py: whitespace tokens, case kept, +1 smoothing "
+    "on 1-4-grams, BP exp(1 - r/c) if c <= r, x 100, not rounded)"
+)
+# The evaluator splits `x.strip().lower()` into runs of word characters and single other non-space
+# characters (splitPuncts), then MOSES-normalises the result. After that split the MOSES step can
+# only still cut one thing: the underscore, a word character that its punctuation class lists. Its
+# line joining, entity unescaping and number rules find nothing left to act on (no newlines remain;
+# '&', ';', '.', ',' and '-' already stand alone). So the whole pipeline is: runs of word characters
+# other than '_', and every other non-space character on its own. Checked against the evaluator on
+# the pairs in tests/test_code_metrics.py and on random Unicode strings.
+_CODEXGLUE_TOKEN = re.compile(r"[^\W_]+|\S")
 
 
 def codexglue_tokens(text: str) -> list[str]:
-    for pattern, replacement in _JOIN_LINES:
-        text = pattern.sub(replacement, text)
-    text = f" {text.replace('&quot;', chr(34)).lower()} "
-    for pattern, replacement in _SPLIT_PUNCTUATION:
-        text = pattern.sub(replacement, text)
-    return text.split()
+    """Tokens as CodeXGLUE's code-to-text evaluator scores them: normalize(splitPuncts(text.strip().lower()))."""
+    return _CODEXGLUE_TOKEN.findall(text.lower())
 
 
 def _ngrams(tokens: list[str], max_order: int) -> Counter:
@@ -42,27 +51,63 @@ def _ngrams(tokens: list[str], max_order: int) -> Counter:
 
 
 def smoothed_sentence_bleu(prediction: str, reference: str, max_order: int = 4) -> float:
-    """One sentence's smoothed BLEU in [0, 1]:
+    """One sentence's smoothed BLEU in [0, 1], as CodeXGLUE's code-to-text evaluator computes it:
     exp(mean_n log((m_n + s_n) / (g_n + s_n)) + min(0, 1 - (r + 1) / (c + 1))), s_1 = 0, s_n = 1 for n > 1,
-    where m_n are clipped n-gram matches, g_n the prediction's n-grams, r and c the token lengths."""
+    where m_n are clipped n-gram matches, g_n the prediction's n-grams, r and c the token lengths.
+    An empty prediction scores exp(-r): every log ratio is log(tiny / tiny) = 0, leaving the penalty."""
     hypothesis, ref = codexglue_tokens(prediction), codexglue_tokens(reference)
     reference_counts = _ngrams(ref, max_order)
     matches = [0] * max_order
     for ngram, count in _ngrams(hypothesis, max_order).items():
         matches[len(ngram) - 1] += min(count, reference_counts.get(ngram, 0))
+    # The evaluator adds the smallest normal float to keep log finite at 0 matches; a zero unigram
+    # precision then gives log(2.2e-308) / 4 (a score near 1e-77), so the constant must be this one.
+    tiny = sys.float_info.min
     log_precision = 0.0
     for n in range(1, max_order + 1):
         guesses = max(len(hypothesis) - n + 1, 0)
         smoothing = 1 if n > 1 else 0
-        # The tiny constant keeps log finite when a unigram precision is 0, as the original does.
-        log_precision += math.log(matches[n - 1] + smoothing + 1e-300) - math.log(guesses + smoothing + 1e-300)
+        log_precision += math.log(matches[n - 1] + smoothing + tiny) - math.log(guesses + smoothing + tiny)
     brevity = min(0.0, 1.0 - (len(ref) + 1) / (len(hypothesis) + 1))
     return math.exp(log_precision / max_order + brevity)
 
 
 def codexglue_bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """CodeXGLUE code-to-text BLEU: mean smoothed sentence BLEU-4 over the examples, x 100."""
+    """CodeXGLUE code-to-text BLEU: mean smoothed sentence BLEU-4 over the examples, x 100
+    (the number `evaluator.py` prints, unrounded; its `bleuFromMaps(...)[0]`)."""
+    _check_pairs(predictions, references)
+    # (sum x 100) / n in this order, as bleuFromMaps does, so the two agree to the last bit.
     return 100.0 * sum(map(smoothed_sentence_bleu, predictions, references)) / len(predictions)
+
+
+def codexglue_code_bleu(predictions: Sequence[str], references: Sequence[str], max_order: int = 4) -> float:
+    """CodeXGLUE text-to-code BLEU x 100: corpus BLEU-4 over whitespace tokens (`_bleu` in its
+    evaluator's `bleu.py`, which calls `compute_bleu(..., smooth=True)`):
+    100 * exp(sum_n 1/4 log((M_n + 1) / (G_n + 1))) * BP, BP = 1 if C > R else exp(1 - R / C),
+    with M_n the clipped n-gram matches and G_n the prediction's n-grams summed over the corpus,
+    C and R the corpus token lengths. Unrounded; the evaluator prints round(x, 2).
+    Where the evaluator divides by zero we return the limit: 0 if every prediction is empty
+    (C = 0), BP = 1 if every reference is empty (R = 0). Its `evaluator.py` reads the ground-truth
+    file it has not yet flushed, losing the last few kB of references; this scores every pair."""
+    _check_pairs(predictions, references)
+    matches, guesses = [0] * max_order, [0] * max_order
+    prediction_length = reference_length = 0
+    for prediction, reference in zip(predictions, references):
+        hypothesis, ref = prediction.split(), reference.split()
+        prediction_length += len(hypothesis)
+        reference_length += len(ref)
+        reference_counts = _ngrams(ref, max_order)
+        for ngram, count in _ngrams(hypothesis, max_order).items():
+            matches[len(ngram) - 1] += min(count, reference_counts.get(ngram, 0))
+        for n in range(1, max_order + 1):
+            guesses[n - 1] += max(len(hypothesis) - n + 1, 0)
+    if prediction_length == 0:
+        return 0.0
+    # Same operations in the same order as compute_bleu, so the two agree to the last bit.
+    log_mean = sum((1.0 / max_order) * math.log((m + 1.0) / (g + 1.0)) for m, g in zip(matches, guesses))
+    ratio = prediction_length / reference_length if reference_length else math.inf
+    brevity = 1.0 if ratio > 1.0 else math.exp(1 - 1.0 / ratio)
+    return 100 * (math.exp(log_mean) * brevity)
 
 
 def edit_similarity(predictions: Sequence[str], references: Sequence[str]) -> float:

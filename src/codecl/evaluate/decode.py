@@ -18,11 +18,11 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from codecl.config import EvalConfig
 from codecl.data.batching import collate
 from codecl.data.tasks import Example
-from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, edit_similarity
+from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, codexglue_code_bleu, edit_similarity
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu, exact_match
 
-METRICS = ("bleu", "bleu_codexglue", "codebleu", "exact_match", "edit_similarity", "syntax")
+METRICS = ("bleu", "bleu_codexglue", "bleu_codexglue_code", "codebleu", "exact_match", "edit_similarity", "syntax")
 
 
 @dataclass
@@ -89,14 +89,16 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
 
 
 def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
-    """Every text metric in percent: sacrebleu corpus BLEU (signature recorded), CodeXGLUE smoothed
-    BLEU, CodeBLEU, exact match, edit similarity and syntax validity."""
+    """Every text metric in percent: sacrebleu corpus BLEU (signature recorded), CodeXGLUE's smoothed
+    sentence BLEU (code-to-text) and corpus BLEU (text-to-code), CodeBLEU, exact match, edit
+    similarity and syntax validity."""
     references = [e.target for e in examples]
     bleu = corpus_bleu(predictions, references)
     code_bleu, problem = codebleu(predictions, references, language)
     scores = {
         "bleu": bleu.score,
         "bleu_codexglue": codexglue_bleu(predictions, references),
+        "bleu_codexglue_code": codexglue_code_bleu(predictions, references),
         "codebleu": code_bleu,
         "exact_match": 100.0 * exact_match(predictions, references),
         "edit_similarity": 100.0 * edit_similarity(predictions, references),
