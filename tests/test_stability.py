@@ -68,11 +68,13 @@ def train_two_tasks(name, base, tokenizer, accelerator, steps_per_task=STEPS_PER
     return model, trained
 
 
-def assert_stable(trained, steps_per_task=STEPS_PER_TASK) -> None:
+def assert_stable(trained, steps_per_task=STEPS_PER_TASK, scaler_skips_allowed=0) -> None:
     for task, (parameters, result) in enumerate(trained):
         assert result.failure is None, f"task {task}: {result.failure}"
-        assert result.skipped_steps == 0, f"task {task}: {result.skipped_steps} non-finite steps"
-        assert result.steps == steps_per_task
+        skips = result.skipped_by_cause
+        assert skips["non_finite_loss"] == skips["non_finite_gradient"] == 0, f"task {task}: {skips}"
+        assert skips["scaler_overflow"] <= scaler_skips_allowed, f"task {task}: {skips}"
+        assert result.steps + result.skipped_steps == steps_per_task
         assert result.final_loss is not None and math.isfinite(result.final_loss)
         assert all(torch.isfinite(p).all() for p in parameters)
 
@@ -113,8 +115,8 @@ def test_fp16_with_a_gradient_scaler_stays_finite(name, tiny_base, make_accelera
     accelerator = make_accelerator("fp16", cpu=False)
     assert accelerator.scaler is not None
     model, trained = train_two_tasks(name, base, tokenizer, accelerator)
-    assert_stable(trained)
+    # The scaler drops a step on overflow and halves its scale (from 2^16, growing only every 2000
+    # clean steps): a few drops while it finds its scale are normal, more than 16 leave a scale under 1.
+    assert_stable(trained, scaler_skips_allowed=16)
     assert_dtypes(name, model, base, trained)
-    # The scaler skips overflowing steps itself, unseen by `skipped_steps`; it halves its scale (from 2^16,
-    # growing only every 2000 clean steps) at each, so a scale under 1 means more than 16 of them.
     assert accelerator.scaler.get_scale() >= 1.0

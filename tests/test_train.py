@@ -65,3 +65,55 @@ def test_isolated_bad_steps_are_counted_and_training_goes_on(tiny_base):
     result = run(copy.deepcopy(base), tokenizer, every_third_is_infinite, epochs=3, max_bad_steps=2)
     assert result.failure is None
     assert result.skipped_steps == 4 and result.steps == 8
+
+
+def test_skips_do_not_stretch_the_schedule(tiny_base):
+    """The schedule spans the planned steps: it ends at 0 even when steps were skipped on the way."""
+    import copy
+
+    base, tokenizer = tiny_base
+    calls, lines = [], []
+
+    def first_of_every_three_is_infinite(model, batch):
+        calls.append(1)
+        return torch.tensor(math.inf) if len(calls) % 3 == 1 else None
+
+    result = train_task(
+        copy.deepcopy(base), list(base.parameters()), examples(tokenizer), TrainConfig(batch_size=2, log_every=1, epochs=3),
+        learning_rate=1e-3, accelerator=Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=0,
+        extra_loss=first_of_every_three_is_infinite, log=lines.append,
+    )
+    # 12 planned steps, steps 1, 4, 7 and 10 skipped: 8 updates, and the last one logs the end of the decay.
+    assert result.steps == 8 and result.skipped_by_cause["non_finite_loss"] == 4
+    assert lines[-1].startswith("step 12/12 ") and " lr 0.00e+00 " in lines[-1]
+    assert result.final_learning_rate == 0.0
+
+
+class OverflowingScaler:
+    """An fp16 accelerator whose gradient scaler drops every step, as one does when every step overflows.
+
+    CUDA is not needed to exercise the loop's side of the contract: `scaler` is set and
+    `optimizer_step_was_skipped` is True after every step, which is all the loop reads."""
+
+    def __init__(self):
+        self._accelerator = Accelerator(cpu=True)
+        self.scaler = object()
+        self.optimizer_step_was_skipped = True
+
+    def __getattr__(self, name):
+        return getattr(self._accelerator, name)
+
+
+def test_steps_the_scaler_drops_count_toward_the_guard(tiny_base):
+    import copy
+
+    base, tokenizer = tiny_base
+    model = copy.deepcopy(base)
+    result = train_task(
+        model, list(model.parameters()), examples(tokenizer), TrainConfig(batch_size=2, log_every=1000, epochs=10, max_bad_steps=4),
+        learning_rate=1e-3, accelerator=OverflowingScaler(), pad_id=tokenizer.pad_token_id, seed=0,
+        extra_loss=lambda m, b: None, log=lambda line: None,
+    )
+    assert result.steps == 0 and result.skipped_steps == 4
+    assert result.skipped_by_cause == {"non_finite_loss": 0, "non_finite_gradient": 0, "scaler_overflow": 4}
+    assert result.failure == "step 4: the fp16 gradient scaler dropped the step (overflow), 4 steps in a row"

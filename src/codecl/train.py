@@ -1,9 +1,14 @@
 """The one training loop. It knows nothing of methods: it trains the parameters it is given.
 
 AdamW, linear warmup then linear decay, gradient clipping, mixed precision and device placement
-through `accelerate`, and a guard against non-finite losses: such a step is skipped and counted, and
-`max_bad_steps` of them in a row stop the task with a failure that names the step and the cause. A
-failure is returned, never turned into a score.
+through `accelerate`, and a guard against steps that update nothing: a non-finite loss, a non-finite
+gradient norm, or (fp16) a step the gradient scaler dropped for overflow. Such a step is skipped and
+counted by cause, and `max_bad_steps` of them in a row stop the task with a failure that names the
+step and the cause, so a method that overflows on every step fails instead of "finishing" as the
+untouched base model. A failure is returned, never turned into a score.
+
+The schedule advances on every planned step, skipped or not, so it always spans the planned steps and
+ends at zero: skips shorten training, they never stretch the schedule past the data.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -25,14 +31,19 @@ from codecl.data.tasks import Example
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor]], "torch.Tensor | None"]
 
 
+SKIP_CAUSES = ("non_finite_loss", "non_finite_gradient", "scaler_overflow")
+
+
 @dataclass
 class TrainResult:
-    steps: int
-    skipped_steps: int
+    steps: int  # optimiser updates that happened
+    skipped_steps: int  # planned steps that updated nothing, all causes
     tokens: int
     seconds: float
     final_loss: float | None
     failure: str | None = None
+    skipped_by_cause: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_CAUSES, 0))
+    final_learning_rate: float | None = None  # where the schedule ended: 0 when every planned step ran
 
     @property
     def tokens_per_second(self) -> float:
@@ -91,29 +102,32 @@ def train_task(
             extra = extra_loss(model, batch)
             if extra is not None:
                 loss = loss + extra
-        cause = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
+        cause = None if torch.isfinite(loss) else ("non_finite_loss", f"non-finite loss ({loss.item()})")
         if cause is None:
             accelerator.backward(loss)
             norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
             # Under fp16 the gradient scaler expects and handles overflowing gradients itself.
             if accelerator.scaler is None and norm is not None and not torch.isfinite(norm):
-                cause = f"non-finite gradient norm ({norm.item()})"
+                cause = ("non_finite_gradient", f"non-finite gradient norm ({norm.item()})")
+        if cause is None:
+            optimizer.step()
+            if accelerator.optimizer_step_was_skipped:
+                # The fp16 gradient scaler found an overflow and lowered its scale: no update happened.
+                cause = ("scaler_overflow", "the fp16 gradient scaler dropped the step (overflow)")
+        optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            # A skipped first step reaches the scheduler before any optimiser step did; that is intended.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            scheduler.step()
         if cause is not None:
-            optimizer.zero_grad(set_to_none=True)
             result.skipped_steps += 1
+            result.skipped_by_cause[cause[0]] += 1
             bad_in_a_row += 1
             if bad_in_a_row >= config.max_bad_steps:
-                result.failure = f"step {step + 1}: {cause}, {bad_in_a_row} steps in a row"
+                result.failure = f"step {step + 1}: {cause[1]}, {bad_in_a_row} steps in a row"
                 break
             continue
         bad_in_a_row = 0
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if accelerator.optimizer_step_was_skipped:
-            # The fp16 gradient scaler found an overflow and lowered its scale: no update happened.
-            result.skipped_steps += 1
-            continue
-        scheduler.step()
         result.steps += 1
         recent_losses.append(loss.item())
         if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
@@ -127,6 +141,7 @@ def train_task(
 
     if recent_losses:
         result.final_loss = sum(recent_losses) / len(recent_losses)
+    result.final_learning_rate = scheduler.get_last_lr()[0]
     result.seconds = time.perf_counter() - started
     accelerator.unwrap_model(train_model, keep_fp32_wrapper=False).eval()
     accelerator.free_memory()
