@@ -9,6 +9,7 @@ from codecl.errors import UserError
 from codecl.metrics import (
     average_final_score,
     backward_transfer,
+    eval_only_summary,
     forgetting,
     forward_transfer,
     summarize,
@@ -153,3 +154,23 @@ def test_bad_matrix_raises_one_line_user_error(bad_matrix):
     with pytest.raises(UserError) as raised:
         summarize(bad_matrix)
     assert "\n" not in str(raised.value)
+
+
+def test_eval_only_forgetting_counts_only_rows_after_the_skill_was_learned():
+    # Python -> JavaScript, columns HumanEval-Python then HumanEval-JavaScript (pass@1, %).
+    # Python was trained at row 1: forgetting = R[1][py] - R[2][py] = 10 - 8 = 2.
+    # JavaScript is learned by the last task: no row between learning it and the end, so no
+    # forgetting; counting row 1 would read the gain from learning it (2 -> 30) as forgetting -28.
+    matrix = [[0.0, 0.0], [10.0, 2.0], [8.0, 30.0]]
+    python, javascript = eval_only_summary(matrix, trained_at=[1, 2])
+    assert python == {"average": 8.0, "backward_transfer": None, "forgetting": 2.0, "forward_transfer": None}
+    assert javascript["average"] == 30.0 and javascript["forgetting"] is None
+
+
+def test_eval_only_forgetting_over_a_longer_stream():
+    # Three tasks; the column's skill is trained at row 2: max(R[2], R[3]) - R[4] = max(7, 9) - 4 = 5.
+    # Row 1's 20 comes before the skill was learned and must not count (it would give 16).
+    matrix = [[1.0], [20.0], [7.0], [9.0], [4.0]]
+    assert eval_only_summary(matrix, trained_at=[2])[0]["forgetting"] == 5.0
+    # A skill no stream task trains has no forgetting.
+    assert eval_only_summary(matrix, trained_at=[None])[0]["forgetting"] is None

@@ -138,17 +138,26 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean())
 
 
-def eval_only_summary(accuracy_matrix: AccuracyMatrix) -> list[dict[str, float | None]]:
-    """Per column of a (T+1) x J matrix of tasks that are scored but never trained (HumanEval):
-    average = R[T][j], the final score; forgetting = max_{1 <= l < T} R[l][j] - R[T][j], the best
-    score reached during the stream before the last task minus the final one (None when T < 2).
-    Transfer needs a task's own training row, so eval-only tasks have none."""
+def eval_only_summary(
+    accuracy_matrix: AccuracyMatrix, trained_at: Sequence[int | None]
+) -> list[dict[str, float | None]]:
+    """Per column of a (T+1) x J matrix of tasks that are scored but never trained (HumanEval).
+
+    ``trained_at[j]`` is the row (1..T) after which column j's skill was trained: the stream task in
+    its language. average = R[T][j], the final score. Forgetting follows `forgetting`'s rule:
+    F_j = max_{l in t_j..T-1} R[l][j] - R[T][j], with t_j = trained_at[j], so the rows before the
+    skill was learned never count (otherwise learning it would read as negative forgetting). None
+    when the skill is trained by the last task (t_j = T), by no task (None), or T < 2. Transfer needs
+    a task's own training row, so eval-only tasks have none.
+    """
     matrix = np.asarray(accuracy_matrix, dtype=float)
     last = matrix.shape[0] - 1
+    if len(trained_at) != matrix.shape[1]:
+        raise ValueError(f"trained_at has {len(trained_at)} entries for {matrix.shape[1]} columns")
     summaries = []
-    for column in matrix.T:
+    for column, start in zip(matrix.T, trained_at):
         final = None if np.isnan(column[last]) else float(column[last])
-        earlier = column[1:last]
-        forgetting = None if final is None or earlier.size == 0 or np.isnan(earlier).any() else float(earlier.max() - final)
+        learned = column[start:last] if start is not None else column[:0]
+        forgetting = None if final is None or learned.size == 0 or np.isnan(learned).any() else float(learned.max() - final)
         summaries.append({"average": final, "backward_transfer": None, "forgetting": forgetting, "forward_transfer": None})
     return summaries
