@@ -8,14 +8,16 @@ OPERATORS = ["+", "-", "*", "//", "%"]
 
 
 def write_sources(root: Path, functions_per_language: int = 120) -> tuple[Path, Path]:
-    """Write one Python and one JavaScript package of documented functions; return both folders."""
+    """Write one Python and one JavaScript package of documented functions; return both folders.
+
+    The miner splits by file, so each function has a file of its own, for every split to get some.
+    """
     python_dir, javascript_dir = root / "py", root / "js"
     python_dir.mkdir(parents=True, exist_ok=True)
     javascript_dir.mkdir(parents=True, exist_ok=True)
-    python_lines, javascript_lines = [], []
     for i in range(functions_per_language):
         verb, noun, op = VERBS[i % len(VERBS)], NOUNS[i % len(NOUNS)], OPERATORS[i % len(OPERATORS)]
-        python_lines += [
+        python_lines = [
             f"def {verb}_{noun}_{i}(values, factor={i}):",
             f'    """{verb.capitalize()} the {noun} of the given values by {i}.',
             "",
@@ -29,7 +31,7 @@ def write_sources(root: Path, functions_per_language: int = 120) -> tuple[Path, 
             "",
         ]
         js_op = "/" if op == "//" else op
-        javascript_lines += [
+        javascript_lines = [
             "/**",
             f" * {verb.capitalize()} the {noun} of the given values by {i}.",
             " * @param {Array} values the input values",
@@ -43,6 +45,6 @@ def write_sources(root: Path, functions_per_language: int = 120) -> tuple[Path, 
             "}",
             "",
         ]
-    (python_dir / "library.py").write_text("\n".join(python_lines))
-    (javascript_dir / "library.js").write_text("\n".join(javascript_lines))
+        (python_dir / f"library_{i}.py").write_text("\n".join(python_lines))
+        (javascript_dir / f"library_{i}.js").write_text("\n".join(javascript_lines))
     return python_dir, javascript_dir

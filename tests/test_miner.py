@@ -1,16 +1,21 @@
-"""The offline miner on hand-written Python and JavaScript folders: filters, JSDoc, splits, output layout."""
+"""The offline miner on hand-written Python and JavaScript folders: filters, JSDoc, splits, leaks, output layout."""
 
 import ast
 import json
+import random
+import re
+import shutil
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
+from codecl.config import DataConfig
 from codecl.data import miner
 from codecl.data.csn import read_release_split
 from codecl.data.miner import mine_corpus, partition_of
+from codecl.data.tasks import make_pair
 from codecl.errors import UserError
 
 KEPT_PYTHON_FUNCTION = '''def total(values):
@@ -243,7 +248,7 @@ def test_splits_are_deterministic(tmp_path, sources):
             assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
     mine_local(tmp_path / "all-train", sources, split_ratios=(1.0, 0.0, 0.0))
     assert len(read_release_split(tmp_path / "all-train", "python", "train").records) == 3
-    shares = Counter(partition_of(f"pkg/module_{i % 37}.py", f"function_{i}", (0.8, 0.1, 0.1)) for i in range(5000))
+    shares = Counter(partition_of("repo", f"pkg/module_{i}.py", (0.8, 0.1, 0.1)) for i in range(5000))
     assert 0.77 < shares["train"] / 5000 < 0.83 and 0.08 < shares["valid"] / 5000 < 0.12
 
 
@@ -253,6 +258,7 @@ def test_manifest_counts_match_the_files(tmp_path, sources):
     assert manifest["miner_version"] == miner.MINER_VERSION
     assert manifest["counts"] == summary.counts
     assert manifest["dropped"] == summary.dropped
+    assert manifest["leak_removed"] == summary.leak_removed
     for language in ("python", "javascript"):
         for split, count in manifest["counts"][language].items():
             assert len(read_release_split(tmp_path / "out", language, split).records) == count
@@ -297,3 +303,414 @@ def test_missing_npm_and_missing_sources_say_what_to_do(tmp_path, monkeypatch):
         mine_corpus(tmp_path / "out", languages=("python",), use_stdlib=False)
     with pytest.raises(UserError, match=str(tmp_path / "absent")):
         mine_corpus(tmp_path / "out", languages=("python",), python_dirs=[tmp_path / "absent"], use_stdlib=False)
+
+
+# Sources planted with one leak of each kind, each on the far side of a split. Each language gets a
+# train file, a valid file and a test file (`file_in_split` picks their names):
+# - contained: a helper nested in a train function is also a documented function of the test file;
+# - near_duplicate: the valid file has a train function again, renamed, with its own docstring;
+# - same_docstring: a test function has a train function's summary (and another a valid one's), other code.
+PLANTED = {
+    "python": {
+        "train": '''def outer_parser(lines):
+    """Parse the lines of a record file into cleaned fields."""
+    def clean_field(text):
+        """Strip the quotes and spaces around a field."""
+        text = text.strip()
+        if text.startswith('"') and text.endswith('"'):
+            text = text[1:-1]
+        return text.strip()
+
+    fields = []
+    for line in lines:
+        fields.append([clean_field(part) for part in line.split(",")])
+    return fields
+
+
+def merge_settings(defaults, overrides, strict):
+    """Merge the override settings into a copy of the defaults."""
+    merged = dict(defaults)
+    unknown = []
+    for key, value in overrides.items():
+        if strict and key not in defaults:
+            unknown.append(key)
+        elif value is not None:
+            merged[key] = value
+    return merged, unknown
+
+
+def read_header(stream):
+    """Read the header block from the given stream."""
+    header = []
+    for line in stream:
+        if not line.strip():
+            break
+        header.append(line.rstrip())
+    return header
+''',
+        "valid": '''def combine_settings(defaults, overrides, strict):
+    """Combine the defaults with the overrides, keeping the defaults' keys."""
+    merged = dict(defaults)
+    unknown = []
+    for key, value in overrides.items():
+        if strict and key not in defaults:
+            unknown.append(key)
+        elif value is not None:
+            merged[key] = value
+    return merged, unknown
+
+
+def count_words(text):
+    """Count how often each word occurs in the text."""
+    counts = {}
+    for word in text.split():
+        counts[word] = counts.get(word, 0) + 1
+    return counts
+''',
+        "test": '''def clean_field(text):
+    """Strip the quotes and spaces around a field."""
+    text = text.strip()
+    if text.startswith('"') and text.endswith('"'):
+        text = text[1:-1]
+    return text.strip()
+
+
+def parse_header(source):
+    """Read the header   block
+    from the given stream.
+
+    It stops at the first blank line.
+    """
+    rows = source.split("\\n\\n", 1)[0]
+    cleaned = [row.rstrip() for row in rows.splitlines()]
+    return cleaned
+
+
+def tally_words(text):
+    """Count how often each word occurs in the text."""
+    import collections
+    words = text.lower().split()
+    return dict(collections.Counter(words))
+
+
+def summarise_scores(scores):
+    """Summarise the scores as their mean and spread."""
+    mean = sum(scores) / len(scores)
+    spread = max(scores) - min(scores)
+    return mean, spread
+''',
+    },
+    "javascript": {
+        "train": '''/**
+ * Build an index from each item's key to the item.
+ */
+function buildIndex(items) {
+  function normaliseKey(key) {
+    var text = String(key).trim();
+    return text.toLowerCase();
+  }
+  var index = {};
+  items.forEach(function (item) {
+    index[normaliseKey(item.key)] = item;
+  });
+  return index;
+}
+
+/**
+ * Merge the override options into a copy of the defaults.
+ */
+function mergeOptions(defaults, overrides, strict) {
+  var merged = Object.assign({}, defaults);
+  var unknown = [];
+  Object.keys(overrides).forEach(function (key) {
+    if (strict && !(key in defaults)) {
+      unknown.push(key);
+    } else if (overrides[key] !== undefined) {
+      merged[key] = overrides[key];
+    }
+  });
+  return [merged, unknown];
+}
+
+/**
+ * Read the header block from the given stream.
+ */
+function readHeader(stream) {
+  var end = stream.indexOf("\\n\\n");
+  return stream.slice(0, end).split("\\n");
+}
+''',
+        "valid": '''/**
+ * Combine the defaults with the overrides, keeping the defaults' keys.
+ */
+function combineOptions(defaults, overrides, strict) {
+  var merged = Object.assign({}, defaults);
+  var unknown = [];
+  Object.keys(overrides).forEach(function (key) {
+    if (strict && !(key in defaults)) {
+      unknown.push(key);
+    } else if (overrides[key] !== undefined) {
+      merged[key] = overrides[key];
+    }
+  });
+  return [merged, unknown];
+}
+
+/**
+ * Count how often each word occurs in the text.
+ */
+function countWords(text) {
+  var counts = {};
+  text.split(/\\s+/).forEach(function (word) { counts[word] = (counts[word] || 0) + 1; });
+  return counts;
+}
+''',
+        "test": '''/**
+ * Normalise a key to trimmed lower case text.
+ */
+function normaliseKey(key) {
+  var text = String(key).trim();
+  return text.toLowerCase();
+}
+
+/**
+ * Read the header block
+ *   from the given stream.
+ *
+ * @param {string} source the whole text
+ */
+function parseHeader(source) {
+  var rows = source.split("\\n\\n")[0];
+  return rows.split("\\n").map(function (row) { return row.trimEnd(); });
+}
+
+/**
+ * Count how often each word occurs in the text.
+ */
+function tallyWords(text) {
+  var words = text.toLowerCase().split(" ");
+  return words.reduce(function (seen, word) { seen[word] = (seen[word] || 0) + 1; return seen; }, {});
+}
+
+/**
+ * Summarise the scores as their mean and spread.
+ */
+function summariseScores(scores) {
+  var mean = scores.reduce(function (a, b) { return a + b; }, 0) / scores.length;
+  var spread = Math.max.apply(null, scores) - Math.min.apply(null, scores);
+  return [mean, spread];
+}
+''',
+    },
+}
+# What each rule must take out of the planted sources, and what must stay, written out by hand.
+PLANTED_LEAKS = {
+    "python": {"contained": ["clean_field"], "same_docstring": ["parse_header", "tally_words"],
+               "near_duplicate": ["combine_settings"]},
+    "javascript": {"contained": ["normaliseKey"], "same_docstring": ["parseHeader", "tallyWords"],
+                   "near_duplicate": ["combineOptions"]},
+}
+PLANTED_KEPT = {
+    "python": {"train": ["merge_settings", "outer_parser", "read_header"], "valid": ["count_words"],
+               "test": ["summarise_scores"]},
+    "javascript": {"train": ["buildIndex", "mergeOptions", "readHeader"], "valid": ["countWords"],
+                   "test": ["summariseScores"]},
+}
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def file_in_split(split: str, repo: str, suffix: str) -> str:
+    """A file name that the miner's split by file puts in `split`."""
+    for attempt in range(1000):
+        name = f"module_{split}{attempt}{suffix}"  # not "test_...": the miner drops test files
+        if partition_of(repo, name, (0.8, 0.1, 0.1)) == split:
+            return name
+    raise AssertionError(f"no file name of 1000 lands in {split}")
+
+
+@pytest.fixture
+def planted(tmp_path) -> tuple[Path, Path]:
+    folders = {"python": tmp_path / "planted_py", "javascript": tmp_path / "planted_js"}
+    for language, folder in folders.items():
+        folder.mkdir()
+        for split, text in PLANTED[language].items():
+            (folder / file_in_split(split, folder.name, miner.SUFFIXES[language])).write_text(text)
+    return folders["python"], folders["javascript"]
+
+
+def normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def identifier_multiset(record) -> Counter:
+    """Identifier tokens as dpu_utils' DuplicateDetector takes them, written again here to check the miner."""
+    return Counter(token for token in record.code_tokens
+                   if re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", token) and token not in miner.KEYWORDS[record.language])
+
+
+def near_duplicates(first: Counter, second: Counter) -> bool:
+    """Both long enough, set Jaccard >= 0.8 and multiset Jaccard >= 0.7."""
+    shared = len(first.keys() & second.keys())
+    if shared / (len(first) + len(second) - shared) < 0.8:
+        return False
+    return sum((first & second).values()) / sum((first | second).values()) >= 0.7
+
+
+def leaks_between_splits(root: Path, language: str) -> dict[str, list[str]]:
+    """Every leak in a mined corpus, found by comparing each held-out example with every earlier one.
+
+    Targets and sources are the task's own (`make_pair`); valid is compared with train, test with both.
+    """
+    records = {split: read_release_split(root, language, split).records for split in SPLIT_NAMES}
+    splits_of_file = defaultdict(set)
+    for split, split_records in records.items():
+        for record in split_records:
+            splits_of_file[(record.repo, record.path)].add(split)
+    found = {"straddling": [f"{repo}/{path}" for (repo, path), splits in splits_of_file.items() if len(splits) > 1],
+             "contained": [], "near_duplicate": [], "same_docstring": []}
+    config = DataConfig()
+    for later, earlier in (("valid", ["train"]), ("test", ["train", "valid"])):
+        earlier_records = [record for split in earlier for record in records[split]]
+        earlier_pairs = [make_pair(record, config) for record in earlier_records]
+        # Joined by a line break, which no whitespace-normalised text holds, so no match spans two functions.
+        earlier_targets = "\n".join(normalised(target) for _, target in earlier_pairs)
+        earlier_codes = "\n".join(normalised(record.code) for record in earlier_records)
+        earlier_sources = {normalised(source) for source, _ in earlier_pairs}
+        # Too short to judge (dpu_utils' min_num_tokens_per_document): neither compared nor compared with.
+        earlier_identifiers = [counts for counts in map(identifier_multiset, earlier_records)
+                               if counts.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS]
+        for record in records[later]:
+            source, target = make_pair(record, config)
+            if normalised(target) in earlier_targets or normalised(record.code) in earlier_codes:
+                found["contained"].append(record.func_name)
+            if normalised(source) in earlier_sources:
+                found["same_docstring"].append(record.func_name)
+            identifiers = identifier_multiset(record)
+            if (identifiers.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS
+                    and any(near_duplicates(identifiers, other) for other in earlier_identifiers)):
+                found["near_duplicate"].append(record.func_name)
+    return {kind: sorted(names) for kind, names in found.items()}
+
+
+def test_planted_leaks_are_found_by_the_check_when_left_in(tmp_path, planted, monkeypatch):
+    # The check below must be able to fail: with leak removal switched off it finds every planted leak.
+    monkeypatch.setattr(miner, "remove_leaks", lambda records: (records, {}))
+    mine_corpus(tmp_path / "out", python_dirs=[planted[0]], javascript_dirs=[planted[1]], use_stdlib=False,
+                use_npm=False)
+    for language in ("python", "javascript"):
+        assert leaks_between_splits(tmp_path / "out", language) == {"straddling": [], **PLANTED_LEAKS[language]}
+
+
+def test_each_leak_rule_removes_exactly_its_planted_leak(tmp_path, planted):
+    summary = mine_corpus(tmp_path / "out", python_dirs=[planted[0]], javascript_dirs=[planted[1]],
+                          use_stdlib=False, use_npm=False)
+    for language in ("python", "javascript"):
+        assert leaks_between_splits(tmp_path / "out", language) == {
+            "straddling": [], "contained": [], "near_duplicate": [], "same_docstring": [],
+        }
+        kept = {split: sorted(r.func_name for r in read_release_split(tmp_path / "out", language, split).records)
+                for split in SPLIT_NAMES}
+        assert kept == PLANTED_KEPT[language]
+        # parse_header and tally_words both share a summary: one with train, one with the valid that is kept.
+        assert summary.leak_removed[language] == {
+            "valid": {"contained": 0, "near_duplicate": 1, "same_docstring": 0},
+            "test": {"contained": 1, "near_duplicate": 0, "same_docstring": 2},
+        }
+    manifest = json.loads((tmp_path / "out" / "MINED.json").read_text())
+    assert manifest["leak_removed"] == summary.leak_removed
+    assert "python leaks removed: valid contained 0, near_duplicate 1" in str(summary)
+
+
+def test_the_functions_of_one_file_never_straddle_two_splits(tmp_path):
+    # 20 files of 10 distinct functions: split function by function, nearly every file would straddle.
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for file_number in range(20):
+        (folder / f"module_{file_number}.py").write_text("\n\n".join(
+            f'def step_{file_number}_{part}(items, limit):\n'
+            f'    """Advance batch {file_number}, part {part}, of the items up to the limit."""\n'
+            f'    chosen_{file_number}_{part} = []\n'
+            f'    for item in items[:limit]:\n'
+            f'        chosen_{file_number}_{part}.append(item * {part} + {file_number})\n'
+            f'    return chosen_{file_number}_{part}\n'
+            for part in range(10)
+        ))
+    mine_corpus(tmp_path / "out", python_dirs=[folder], use_stdlib=False, languages=("python",))
+    records = {split: read_release_split(tmp_path / "out", "python", split).records for split in SPLIT_NAMES}
+    assert sum(map(len, records.values())) == 200  # nothing here leaks, so nothing is removed
+    assert sum(1 for split_records in records.values() if split_records) >= 2
+    assert leaks_between_splits(tmp_path / "out", "python")["straddling"] == []
+    for split, split_records in records.items():
+        assert Counter(record.path for record in split_records) == {record.path: 10 for record in split_records}
+
+
+def brute_force_near_duplicate(query: Counter, members: list[Counter]) -> bool:
+    def long_enough(counts: Counter) -> bool:
+        return counts.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS
+
+    return long_enough(query) and any(long_enough(member) and near_duplicates(query, member) for member in members)
+
+
+def test_near_duplicate_index_answers_as_comparing_every_pair():
+    rng = random.Random(0)
+    vocabulary = [f"name{i}" for i in range(40)]
+
+    def random_function() -> Counter:
+        return Counter(rng.choices(vocabulary[:rng.randint(8, 40)], k=rng.randint(8, 30)))
+
+    def edited(counts: Counter) -> Counter:
+        copy = Counter(counts)
+        for _ in range(rng.randint(0, 4)):
+            copy[rng.choice(vocabulary)] += rng.choice([1, 1, -1, -2])
+        return +copy  # drop what fell to zero
+
+    members = [random_function() for _ in range(150)]
+    queries = [edited(rng.choice(members)) for _ in range(300)] + [random_function() for _ in range(100)]
+    # Exactly at the set threshold: set Jaccard 8/10, multiset Jaccard 16/20.
+    members.append(Counter(vocabulary[:9] * 2))
+    queries.append(Counter(vocabulary[1:10] * 2))
+    frequency = Counter(token for counts in members + queries for token in counts)
+    index = miner.NearDuplicateIndex({token: rank for rank, token in enumerate(sorted(frequency, key=frequency.get))})
+    for counts in members:
+        index.add(counts)
+    answers = [index.has_near_duplicate(query) for query in queries]
+    assert answers == [brute_force_near_duplicate(query, members) for query in queries]
+    assert 50 < sum(answers) < len(answers) - 50 and answers[-1]
+
+
+def test_containment_index_answers_as_searching_every_text():
+    rng = random.Random(1)
+    words = ["def", "f(x):", "return", "x", "+", "1", "a.b", "(y)", "{", "}", "if", "else"]
+    texts = [" ".join(rng.choices(words, k=rng.randint(3, 30))) for _ in range(100)]
+    index = miner.ContainmentIndex()
+    for text in texts:
+        index.add(text, text.upper())
+    needles = []
+    for _ in range(400):  # cut anywhere, inside words too, or make something new
+        text = rng.choice(texts)
+        start = rng.randrange(len(text))
+        needle = text[start:start + rng.randint(1, 40)].strip()
+        needles.append(needle if rng.random() < 0.7 else " ".join(rng.choices(words, k=rng.randint(2, 8))))
+    for needle in filter(None, needles):
+        assert index.contains(needle, "") == any(needle in text for text in texts), needle
+        assert index.contains("", needle.upper()) == any(needle.upper() in text.upper() for text in texts), needle
+
+
+# Read at import, before each test gets an empty cache: the pinned npm tarballs already downloaded.
+DOWNLOADED_NPM_TARBALLS = miner.cache_dir() / "npm"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_the_default_corpus_has_no_leaks_between_splits(tmp_path, language):
+    if language == "javascript" and DOWNLOADED_NPM_TARBALLS.is_dir():
+        # Same name, same pinned version, same bytes: copying them spares the npm registry and a minute.
+        shutil.copytree(DOWNLOADED_NPM_TARBALLS, miner.cache_dir() / "npm")
+    try:
+        summary = mine_corpus(tmp_path / "out", languages=(language,))
+    except UserError as problem:  # JavaScript comes from the npm registry, which may be out of reach
+        pytest.skip(f"could not mine the default {language} corpus: {problem}")
+    assert min(summary.counts[language].values()) > 100
+    assert leaks_between_splits(tmp_path / "out", language) == {
+        "straddling": [], "contained": [], "near_duplicate": [], "same_docstring": [],
+    }
