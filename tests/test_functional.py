@@ -6,8 +6,9 @@ import pytest
 from accelerate import Accelerator
 
 from codecl.config import EvalConfig
+from codecl.evaluate import functional
 from codecl.evaluate.decode import generate, sample
-from codecl.evaluate.functional import build_humaneval_tasks, encode, model_input, model_inputs
+from codecl.evaluate.functional import build_humaneval_tasks, encode, model_input, model_inputs, pass_at_1
 from codecl.evaluate.humaneval import read_python_problems
 
 
@@ -43,6 +44,47 @@ def test_javascript_inputs_skip_the_untranslated_problems():
     assert len(sources) + len(skipped) == 164
     assert {task_id for task_id, _ in skipped} == {"HumanEval/10", "HumanEval/32", "HumanEval/38", "HumanEval/50"}
     assert sources["HumanEval/0"].startswith("function has_close_elements(numbers, threshold)\n")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_javascript_task_lists_the_dropped_assertion(tiny_base):
+    _, tokenizer = tiny_base
+    (everything,) = build_humaneval_tasks(EvalConfig(humaneval=["javascript"]), tokenizer, max_source_tokens=16)
+    assert len(everything.task_ids) == 160 and len(everything.skipped) == 4
+    assert [(t, why.split(":")[0]) for t, why in everything.dropped] == [("HumanEval/92", "candidate(3.0, 4, 7) == False")]
+    # A limited run lists only what it scores.
+    (first,) = build_humaneval_tasks(EvalConfig(humaneval=["javascript"], humaneval_limit=3), tokenizer, 16)
+    assert first.dropped == []
+
+
+# What a docstring-to-code model writes for HumanEval/0-2: whole functions under its own names,
+# followed by what it went on to write. Hand-written; the cut versions are what is scored and saved.
+CLOSE = ("def close(numbers, threshold):\n"
+         "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n")
+SEPARATE = ("def separate(paren_string):\n"
+            "    groups, depth, current = [], 0, ''\n"
+            "    for c in paren_string.replace(' ', ''):\n"
+            "        depth += 1 if c == '(' else -1\n"
+            "        current += c\n"
+            "        if depth == 0:\n"
+            "            groups.append(current)\n"
+            "            current = ''\n"
+            "    return groups\n")
+TRUNCATE_WRONG = "def truncate(number):\n    return round(number)\n"
+
+
+def test_pass_at_1_scores_and_saves_the_completions_as_cut(tiny_base, monkeypatch):
+    model, tokenizer = tiny_base
+    outputs = [CLOSE + "\n\nprint(close([1.0, 2.0], 0.5))\n",
+               SEPARATE + "\n\nif __name__ == '__main__':\n    import sys\n    sys.exit(0)\n",
+               TRUNCATE_WRONG + "\ndef unrelated(:\n"]  # a broken second function, cut away
+    monkeypatch.setattr(functional, "generate", lambda *args, **kwargs: list(outputs))
+    config = EvalConfig(humaneval=["python"], humaneval_limit=3)
+    (task,) = build_humaneval_tasks(config, tokenizer, max_source_tokens=16)
+    evaluation = pass_at_1(model, tokenizer, task, config, Accelerator(cpu=True))
+    assert evaluation.completions == [CLOSE + "\n", SEPARATE + "\n", TRUNCATE_WRONG]
+    assert evaluation.passed == [True, True, False]
+    assert evaluation.pass_at_1 == pytest.approx(200 / 3)
 
 
 def test_humaneval_tasks_follow_the_config(tiny_base):

@@ -14,11 +14,14 @@ from codecl.evaluate.humaneval import (
     build_python_program,
     canonical_samples,
     completion_kind,
+    cut_at_stop_sequences,
     load_samples,
     pass_at_k,
     read_python_problems,
     read_samples,
     score_samples,
+    scored_completion,
+    scored_samples,
 )
 
 PROBLEMS = 164
@@ -45,6 +48,12 @@ def whole_function(problem: dict) -> str:
     whole functions would produce (without the prompt's imports and helpers)."""
     start = problem["prompt"].index(f"def {problem['entry_point']}(")
     return problem["prompt"][start:] + problem["canonical_solution"]
+
+
+def renamed(code: str, entry_point: str, name: str = "my_function") -> str:
+    """``code`` with every use of the entry point's name (its `def`, recursive calls, the
+    docstring's examples) replaced by ``name``: the function a model would write not knowing it."""
+    return re.sub(rf"\b{re.escape(entry_point)}\b", name, code)
 
 
 # --------------------------------------------------------------------------------- pass@k
@@ -163,10 +172,15 @@ def test_body_and_whole_function_kinds(problems):
     assert completion_kind(problem, whole_function(problem)) == "function"
     assert completion_kind(problem, problem["prompt"] + problem["canonical_solution"]) == "function"
     assert completion_kind(problem, "async def has_close_elements(numbers, threshold):\n    pass\n") == "function"
-    # A different function, or the name only called, is still a body.
+    # An indented helper, or the name only called, is still a body.
     assert completion_kind(problem, "    def helper(x):\n        return x\n    return False\n") == "body"
     assert completion_kind(problem, "    return has_close_elements_(numbers)\n") == "body"
-    assert completion_kind(problem, "def has_close_elements_v2(numbers, threshold):\n") == "body"
+    # A function at column 0 under another name is the answer, bound to the entry point.
+    assert completion_kind(problem, "def has_close_elements_v2(numbers, threshold):\n") == "renamed"
+    assert completion_kind(problem, "# close pairs\nimport math\n\nasync def close(n, t):\n    pass\n") == "renamed"
+    assert completion_kind(problem, "LIMIT = 3\ndef close(n, t):\n    pass\n") == "renamed"
+    # Code at column 0 but no function: nothing to bind, a (broken) body.
+    assert completion_kind(problem, "return False\n") == "body"
 
 
 def test_programs_of_both_shapes(problems):
@@ -224,6 +238,93 @@ def test_exiting_early_is_not_a_pass_in_javascript():
     result = score_samples([{"task_id": "HumanEval/0", "completion": "  process.exit(0);\n}\n"}], language="javascript")
     assert result.passes_per_problem["HumanEval/0"] == 0
     assert result.statuses == {"exited-early": 1}
+
+
+def test_every_canonical_solution_renamed_still_passes(problems):
+    """A correct whole function under a name the tests never call passes: the model could not
+    know the name from the docstring."""
+    samples = [{"task_id": t, "completion": renamed(whole_function(p), p["entry_point"])}
+               for t, p in problems.items()]
+    assert {completion_kind(problems[s["task_id"]], s["completion"]) for s in samples} == {"renamed"}
+    result = score_samples(samples)
+    failing = [t for t, c in result.passes_per_problem.items() if c == 0]
+    assert failing == [] and result.statuses == {"passed": PROBLEMS}
+
+
+@pytest.mark.parametrize("task_id", ["HumanEval/0", "HumanEval/10", "HumanEval/55", "HumanEval/115"])
+def test_a_renamed_function_with_a_wrong_body_fails(problems, task_id):
+    problem = problems[task_id]
+    signature = re.search(rf"^def {problem['entry_point']}\(.*?\).*?:\n", problem["prompt"], re.M | re.S).group(0)
+    wrong = renamed(signature, problem["entry_point"]) + WRONG_BODY
+    right = renamed(whole_function(problem), problem["entry_point"])
+    assert completion_kind(problem, wrong) == "renamed"
+    program = build_python_program(problem, wrong)
+    assert program.count(f"\n{problem['entry_point']} = my_function\n") == 1
+    result = score_samples([{"task_id": task_id, "completion": wrong}, {"task_id": task_id, "completion": right}])
+    assert result.samples_per_problem[task_id] == 2 and result.passes_per_problem[task_id] == 1
+
+
+def test_a_function_named_like_the_test_check_is_still_the_answer(problems):
+    # `greatest_common_divisor = check` is bound before the test defines its own check.
+    problem = problems["HumanEval/13"]
+    completion = renamed(whole_function(problem), problem["entry_point"], "check")
+    result = score_samples([{"task_id": "HumanEval/13", "completion": completion}])
+    assert result.passes_per_problem["HumanEval/13"] == 1
+
+
+GCD = "def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a\n"
+
+
+@pytest.mark.parametrize("completion, kind, expected", [
+    # A body: cut at the first stop sequence, where the function has ended.
+    ("    return a\n\n\ndef test_it():\n    pass\n", "body", "    return a\n\n"),
+    ("    if a:\n        return a\n    return b\n\nif __name__ == '__main__':\n    main()\n", "body",
+     "    if a:\n        return a\n    return b\n"),
+    ("    return a  # not a stop: indented\n    # nor this\n", "body",
+     "    return a  # not a stop: indented\n    # nor this\n"),
+    # A whole function: the imports before it kept, what follows its `def` line cut at the first stop.
+    ("import math\n\n" + GCD + "\n\nprint(gcd(4, 6))\n", "renamed", "import math\n\n" + GCD + "\n"),
+    ("# Euclid\n" + GCD + "# a comment at column 0\n", "renamed", "# Euclid\n" + GCD.removesuffix("\n")),
+    # A decorated second function: the decorator goes with it.
+    (GCD + "\n@staticmethod\ndef other():\n    pass\n", "renamed", GCD),
+    # Two functions, neither the entry point: the first is the answer, the second is cut.
+    ("def half(x):\n    return x / 2\n\n" + GCD, "renamed", "def half(x):\n    return x / 2\n"),
+    # The entry point after a helper: the cut starts after the entry point's `def` line.
+    ("def mod(a, b):\n    return a % b\n\ndef greatest_common_divisor(a: int, b: int) -> int:\n"
+     "    return a if b == 0 else greatest_common_divisor(b, mod(a, b))\n\nclass Extra:\n    pass\n", "function",
+     "def mod(a, b):\n    return a % b\n\ndef greatest_common_divisor(a: int, b: int) -> int:\n"
+     "    return a if b == 0 else greatest_common_divisor(b, mod(a, b))\n"),
+], ids=["body-then-def", "body-then-main", "body-indented-stops", "renamed-then-print", "renamed-with-comments",
+        "renamed-then-decorated", "two-functions", "helper-then-entry-point"])
+def test_completions_are_cut_at_stop_sequences(problems, completion, kind, expected):
+    problem = problems["HumanEval/13"]  # greatest_common_divisor(a, b)
+    assert completion_kind(problem, completion) == kind
+    assert scored_completion(problem, completion) == expected
+    # Cutting again changes nothing: the completion saved is scored the same way.
+    assert scored_completion(problem, expected) == expected and completion_kind(problem, expected) == kind
+
+
+def test_two_functions_bind_the_first(problems):
+    half = "def half(x):\n    return x / 2\n\n"
+    samples = [{"task_id": "HumanEval/13", "completion": GCD + "\n" + half},  # gcd first: passes
+               {"task_id": "HumanEval/13", "completion": half + GCD}]  # half first: fails
+    result = score_samples(samples)
+    assert result.samples_per_problem["HumanEval/13"] == 2 and result.passes_per_problem["HumanEval/13"] == 1
+
+
+def test_cut_at_stop_sequences():
+    assert cut_at_stop_sequences("a\nif x\nprint", ("\nprint", "\nif")) == "a"
+    assert cut_at_stop_sequences("\nif a\nif b", ("\nif",), start=1) == "\nif a"
+    assert cut_at_stop_sequences("no stop here", ("\ndef",)) == "no stop here"
+
+
+def test_scored_samples_are_the_completions_as_cut(problems):
+    samples = [{"task_id": "HumanEval/13", "completion": GCD + "\nprint(gcd(4, 6))\n", "extra": 1},
+               {"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]}]
+    assert scored_samples(samples, "python") == [
+        {"task_id": "HumanEval/13", "completion": GCD, "extra": 1},
+        samples[1],
+    ]
 
 
 # ------------------------------------------------------------------------------ samples files
@@ -331,3 +432,22 @@ def test_javascript_scoring_end_to_end_with_the_syntax_check():
     assert [result.passes_per_problem[t] for t in SOLUTIONS] == [1] * len(SOLUTIONS)
     assert result.statuses["passed"] == len(SOLUTIONS)
     assert result.statuses.get("syntax-error") == 1
+    # The one assertion JavaScript cannot see is listed, as the untranslated problems are.
+    assert result.problems == 160 and len(result.unscorable) == 4
+    assert result.dropped == ["HumanEval/92: candidate(3.0, 4, 7) == False: the canonical solution fails it on the "
+                              "inputs as JavaScript sees them (the float 3.0 is the integer 3), so no JavaScript "
+                              "program can pass it"]
+    assert "assertion not scored: HumanEval/92: candidate(3.0, 4, 7) == False" in result.summary()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_javascript_completions_are_cut_and_renamed_functions_bound():
+    completions = {
+        # A whole function under another name, and a usage the cut removes.
+        "HumanEval/13": "function gcd(a, b) {\n  while (b) [a, b] = [b, a % b];\n  return a;\n}\n"
+                        "console.log(gcd(4, 6));\nprocess.exit(0);\n",
+        # A body, then a second function the cut removes.
+        "HumanEval/23": "  return string.length;\n}\n\nfunction strlen2(s) { process.exit(0); }\n",
+    }
+    result = score_samples([{"task_id": t, "completion": c} for t, c in completions.items()], language="javascript")
+    assert [result.passes_per_problem[t] for t in completions] == [1, 1]

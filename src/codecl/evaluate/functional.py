@@ -1,9 +1,12 @@
 """HumanEval as eval-only tasks of a stream: after every task, pass@1 (greedy) in Python and JavaScript.
 
 codecl's models map a docstring to code, so a problem's input is its docstring (the first paragraph,
-as in training), with its signature first when `eval.humaneval_signature` asks for it. The model's
-output runs in the sandbox against the problem's tests; a whole function definition and a body that
-continues the prompt are both understood (`codecl.evaluate.humaneval`).
+as in training), with its signature first when `eval.humaneval_signature` asks for it. The docstring
+seldom names the function the tests call, so the model cannot know that name: a whole function it
+writes under another name is bound to the entry point, and a correct function passes whatever it is
+called. Every output is cut at its language's stop sequences, and the completion saved is the one
+scored. `codecl.evaluate.humaneval` states the convention; a body that continues the prompt is
+understood too.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ast
 import inspect
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accelerate import Accelerator
 from torch import nn
@@ -30,9 +33,12 @@ class FunctionalTask:
     task_ids: list[str]
     examples: list[Example]  # sources only: the reference is the problem's tests
     skipped: list[tuple[str, str]]  # (task_id, why) for problems that cannot be run in this language
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (task_id, "assertion: why") left
+    # out of a scored problem's test: Python's answer depends on what this language cannot see
 
 
 def python_docstring_and_signature(prompt: str, entry_point: str) -> tuple[str, str]:
+    """The docstring of the prompt's entry point, and its `def` line."""
     tree = ast.parse(prompt)
     function = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == entry_point)
     header = re.search(rf"^def {re.escape(entry_point)}\(.*?\).*?:\s*$", prompt, re.MULTILINE | re.DOTALL)
@@ -70,11 +76,15 @@ def model_inputs(language: str, with_signature: bool) -> tuple[dict[str, str], l
 
 
 def encode(tokenizer, sources: dict[str, str], max_source_tokens: int) -> list[Example]:
+    """Examples with the tokenized ``sources`` and no reference (the tests are the reference)."""
     encoded = tokenizer(list(sources.values()), truncation=True, max_length=max_source_tokens)["input_ids"]
     return [Example(text, "", ids, []) for text, ids in zip(sources.values(), encoded)]
 
 
 def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int) -> list[FunctionalTask]:
+    """One eval-only task per language of `eval.humaneval`, its first `eval.humaneval_limit` problems."""
+    from codecl.evaluate.humaneval import dropped_assertions
+
     tasks = []
     for language in config.humaneval:
         if language == "javascript" and shutil.which("node") is None:
@@ -82,7 +92,8 @@ def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int)
         sources, skipped = model_inputs(language, config.humaneval_signature)
         task_ids = list(sources)[: config.humaneval_limit]
         examples = encode(tokenizer, {t: sources[t] for t in task_ids}, max_source_tokens)
-        tasks.append(FunctionalTask(f"humaneval-{language}", language, task_ids, examples, skipped))
+        dropped = [(t, why) for t, why in dropped_assertions(language) if t in task_ids]
+        tasks.append(FunctionalTask(f"humaneval-{language}", language, task_ids, examples, skipped, dropped))
     return tasks
 
 
@@ -91,35 +102,40 @@ def model_samples(
     num_samples: int = 1, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
 ) -> list[dict]:
     """Samples (`task_id`, `completion`) from ``model`` for every problem of ``language``: one greedy
-    completion when ``num_samples`` is 1, else ``num_samples`` seeded samples per problem."""
+    completion when ``num_samples`` is 1, else ``num_samples`` seeded samples per problem. Each
+    completion is cut at the stop sequences, as it is scored."""
+    from codecl.evaluate.humaneval import scored_samples
+
     sources, _ = model_inputs(language, config.humaneval_signature)
     examples = encode(tokenizer, sources, max_source_tokens)
     if num_samples == 1:
         outputs = [[text] for text in generate(model, tokenizer, examples, config, accelerator, language)]
     else:
         outputs = sample(model, tokenizer, examples, config, accelerator, language, num_samples, temperature, top_p, seed)
-    return [{"task_id": t, "completion": c} for t, texts in zip(sources, outputs) for c in texts]
+    samples = [{"task_id": t, "completion": c} for t, texts in zip(sources, outputs) for c in texts]
+    return scored_samples(samples, language)
 
 
 @dataclass
 class FunctionalEvaluation:
     pass_at_1: float  # percent of the task's problems whose greedy completion passed
-    completions: list[str]  # in the order of the task's task_ids
+    completions: list[str]  # in the order of the task's task_ids, as scored: cut at the stop sequences
     passed: list[bool]
 
 
 def pass_at_1(
     model: nn.Module, tokenizer, task: FunctionalTask, config: EvalConfig, accelerator: Accelerator
 ) -> FunctionalEvaluation:
-    """Greedy completions for every problem of ``task``, each run against its tests in the sandbox."""
-    from codecl.evaluate.humaneval import score_samples
+    """Greedy completions for every problem of ``task``, each cut at the stop sequences and run
+    against its tests in the sandbox."""
+    from codecl.evaluate.humaneval import score_samples, scored_samples
 
-    completions = generate(model, tokenizer, task.examples, config, accelerator, task.language)
-    samples = [{"task_id": t, "completion": c} for t, c in zip(task.task_ids, completions)]
+    outputs = generate(model, tokenizer, task.examples, config, accelerator, task.language)
+    samples = scored_samples([{"task_id": t, "completion": c} for t, c in zip(task.task_ids, outputs)], task.language)
     result = score_samples(samples, language=task.language, k=(1,), timeout_s=config.humaneval_timeout_s)
     # Over this task's problems only (a limited run leaves the others without a sample).
     passed = [result.passes_per_problem[t] > 0 for t in task.task_ids]
-    return FunctionalEvaluation(100.0 * sum(passed) / len(passed), completions, passed)
+    return FunctionalEvaluation(100.0 * sum(passed) / len(passed), [s["completion"] for s in samples], passed)
 
 
 def samples_from_run(

