@@ -79,3 +79,12 @@ def test_a_dumped_config_keeps_every_method_option_and_validates_again():
     dumped = config.model_dump(mode="json")
     assert dumped["methods"]["lora"]["r"] == config.methods["lora"].r
     assert type(config).model_validate(dumped) == config
+
+
+def test_the_base_is_pretrained_on_the_first_stream_language_unless_told():
+    assert load_config(CONFIGS / "default.yaml").pretraining_languages() == ["python"]
+    assert load_config(CONFIGS / "default.yaml", ["data.stream=[javascript, python]"]).pretraining_languages() == ["javascript"]
+    both = load_config(CONFIGS / "default.yaml", ["model.tiny.pretrain_languages=[python, javascript]"])
+    assert both.pretraining_languages() == ["python", "javascript"]
+    with pytest.raises(UserError, match=r"model.tiny.pretrain_languages: javascript is not in data.stream \['python'\]"):
+        load_config(CONFIGS / "default.yaml", ["data.stream=[python]", "model.tiny.pretrain_languages=[javascript]"])

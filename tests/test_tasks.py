@@ -63,3 +63,24 @@ def test_a_hub_id_offline_is_one_line(monkeypatch, tmp_path):
 def test_a_local_folder_that_is_no_model_is_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot load as a local folder"):
         load_pretrained(tmp_path)
+
+
+def test_the_base_is_pretrained_on_its_languages_and_the_tokenizer_on_every_stream_language(mined_corpus):
+    import gzip
+    import json
+
+    from codecl.data.tasks import pretraining_corpus
+
+    def train_codes(language):
+        path = mined_corpus / language / "final" / "jsonl" / "train" / f"{language}_train_0.jsonl.gz"
+        return [json.loads(line)["code"] for line in gzip.open(path, "rt")]
+
+    python, javascript = train_codes("python"), train_codes("javascript")
+    assert python and javascript
+    config = DataConfig(source="local", path=mined_corpus, stream=["python", "javascript"])
+    corpus = pretraining_corpus(config, ["python"])
+    assert corpus.pretraining_texts == python
+    assert corpus.tokenizer_texts == python + javascript
+    assert corpus.description["pretraining_languages"] == ["python"]
+    assert corpus.description["functions"] == {"python": len(python), "javascript": len(javascript)}
+    assert pretraining_corpus(config, ["python", "javascript"]).pretraining_texts == python + javascript

@@ -66,6 +66,11 @@ class TinyModelConfig(Section):
     pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
     pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="peak pretraining learning rate")
+    pretrain_languages: list[Literal["python", "javascript"]] | None = Field(
+        None, min_length=1,
+        description="stream languages whose train split the model is pretrained on; null: the stream's first "
+        "language only, so every later task's language is new to it (the tokenizer sees every stream language)",
+    )
     noise_density: float = Field(0.15, gt=0, lt=1, description="fraction of tokens corrupted (T5)")
     mean_span_length: float = Field(3.0, ge=1, description="mean corrupted span length (T5)")
 
@@ -119,6 +124,17 @@ class ExperimentConfig(Section):
     methods: dict[str, SerializeAsAny[MethodConfig]] = Field(..., min_length=1, description="name -> method config")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _pretraining_languages_in_stream(self) -> ExperimentConfig:
+        outside = [language for language in self.model.tiny.pretrain_languages or [] if language not in self.data.stream]
+        if outside:
+            raise ValueError(f"model.tiny.pretrain_languages: {outside[0]} is not in data.stream {self.data.stream}")
+        return self
+
+    def pretraining_languages(self) -> list[str]:
+        """The languages the tiny base is pretrained on: `model.tiny.pretrain_languages`, else the stream's first."""
+        return list(self.model.tiny.pretrain_languages or self.data.stream[:1])
 
     @field_validator("methods", mode="before")
     @classmethod

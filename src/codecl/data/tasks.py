@@ -11,6 +11,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -128,14 +129,22 @@ def build_stream(config: DataConfig, tokenizer, eval_split: str) -> list[Task]:
     return tasks
 
 
-def pretraining_corpus(config: DataConfig) -> tuple[list[str], dict]:
-    """The code of the stream's train splits (never valid or test), for pretraining the tiny model."""
-    texts, counts = [], {}
-    for language in config.stream:
-        records = read_split(config, language, "train")
-        texts += [record.code for record in records]
-        counts[language] = len(records)
-    return texts, {"source": config.source, "splits": ["train"], "functions": counts}
+class PretrainingCorpus(NamedTuple):
+    tokenizer_texts: list[str]  # every stream language's train split
+    pretraining_texts: list[str]  # the pretraining languages' train splits
+    description: dict  # what was read, for the base model's record
+
+
+def pretraining_corpus(config: DataConfig, languages: list[str]) -> PretrainingCorpus:
+    """The code of the train splits (never valid or test) for the tiny model: the tokenizer learns every
+    stream language, the model is pretrained on ``languages`` only."""
+    by_language = {language: [record.code for record in read_split(config, language, "train")] for language in config.stream}
+    return PretrainingCorpus(
+        [text for texts in by_language.values() for text in texts],
+        [text for language in languages for text in by_language[language]],
+        {"source": config.source, "splits": ["train"], "pretraining_languages": list(languages),
+         "tokenizer_languages": list(config.stream), "functions": {k: len(v) for k, v in by_language.items()}},
+    )
 
 
 def corpus_fingerprint(config: DataConfig) -> str:

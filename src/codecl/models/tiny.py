@@ -1,8 +1,10 @@
 """The `tiny` preset: a small T5 and a byte-level BPE tokenizer that codecl trains itself, offline.
 
 The continual stream should start from a model that already knows some code, as CodeT5 does, so the
-tiny model is pretrained with T5's span corruption on the code of the stream's *train* splits only: no
-validation or test function is ever seen. The result is an ordinary Hugging Face folder, cached under
+tiny model is pretrained with T5's span corruption on the code of *train* splits only: no validation or
+test function is ever seen. By default only the first task's language is pretrained on, so every later
+language of the stream is new to the model; the tokenizer is trained on every stream language's train
+split, as a multilingual tokenizer would be. The result is an ordinary Hugging Face folder, cached under
 `cache_dir()/models/`, and `codecl_base.json` in it records how it was made.
 """
 
@@ -25,7 +27,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGene
 from codecl.config import TinyModelConfig
 from codecl.paths import cache_dir
 
-TINY_VERSION = 1  # bump when the recipe changes, so cached models are rebuilt
+TINY_VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
 NUM_SENTINELS = 100
 
 
@@ -181,20 +183,23 @@ def tiny_model_dir(config: TinyModelConfig, corpus_fingerprint: str) -> Path:
 
 
 def ensure_tiny_model(
-    config: TinyModelConfig, corpus_fingerprint: str, load_texts: Callable[[], tuple[list[str], dict]],
+    config: TinyModelConfig, corpus_fingerprint: str,
+    load_texts: Callable[[], tuple[list[str], list[str], dict]],
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> Path:
     """Return the cached tiny model for this config and corpus, building and pretraining it if absent.
 
-    `load_texts` returns the train-split code to learn from and a description of where it came from.
+    `load_texts` returns the train-split code to train the tokenizer on, the train-split code to
+    pretrain on, and a description of where they came from.
     """
     directory = tiny_model_dir(config, corpus_fingerprint)
     if (directory / "codecl_base.json").is_file():
         return directory
-    texts, corpus = load_texts()
-    log(f"building the tiny model from {len(texts):,} train-split functions (cached at {directory})")
+    tokenizer_texts, texts, corpus = load_texts()
+    log(f"building the tiny model: tokenizer on {len(tokenizer_texts):,} train-split functions, pretraining on "
+        f"{len(texts):,} (cached at {directory})")
     started = time.perf_counter()
-    tokenizer = train_tokenizer(texts, config.vocab_size)
+    tokenizer = train_tokenizer(tokenizer_texts, config.vocab_size)
     model = build_model(config, tokenizer)
     record = pretrain(model, tokenizer, texts, config, log=log)
     staging = directory.with_name(directory.name + ".partial")
