@@ -19,7 +19,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from codecl.data.tasks import build_stream
-from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, edit_similarity
+from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, codexglue_code_bleu, edit_similarity
 from codecl.evaluate.decode import generate
 from codecl.evaluate.functional import build_humaneval_tasks
 from codecl.evaluate.humaneval import score_samples
@@ -67,7 +67,8 @@ def main() -> None:
         rows.append((f"{task.name}: decode {len(examples)} (batch 64, reference)", seconds_64, False))
         for name, metric in [
             ("sacrebleu BLEU", lambda: corpus_bleu(predictions, references)),
-            ("CodeXGLUE BLEU", lambda: codexglue_bleu(predictions, references)),
+            ("CodeXGLUE code-to-text BLEU", lambda: codexglue_bleu(predictions, references)),
+            ("CodeXGLUE text-to-code BLEU", lambda: codexglue_code_bleu(predictions, references)),
             ("CodeBLEU", lambda: codebleu(predictions, references, task.language)),
             ("edit similarity (rapidfuzz)", lambda: edit_similarity(predictions, references)),
             ("syntax", lambda: syntax_validity(predictions, task.language)),

@@ -37,19 +37,26 @@ def test_results_describe_themselves(smoke_run):
     assert results["evaluation"]["examples_per_task"] == {"python": 8, "javascript": 8}
     assert results["base_model"]["made_by_codecl"]["corpus"]["splits"] == ["train"]
     assert set(results["methods"]) == set(load_config(SMOKE).methods)
+    assert results["base_model"]["made_by_codecl"]["corpus"]["pretraining_languages"] == ["python"]
+    assert results["base_model"]["made_by_codecl"]["corpus"]["tokenizer_languages"] == ["python", "javascript"]
+    averages = {name: entry["summary"]["bleu"]["average"]["mean"] for name, entry in results["methods"].items()}
+    best = max(averages, key=averages.get)  # on a tie, the first in config order, as the runner picks it
+    assert results["methods"][best]["bleu_vs_best"]["p_value"] == 1.0
     for name, entry in results["methods"].items():
         assert [run["seed"] for run in entry["runs"]] == [0, 1]
         average = entry["summary"]["bleu"]["average"]
         assert average["n"] == 2 and average["ci95"] is not None and average["ci95"] >= 0
-        assert 0.0 <= entry["bleu_vs_best"]["p_value"] <= 1.0
+        assert entry["bleu_vs_best"]["best"] == best
         run = entry["runs"][0]
         assert run["status"] == "ok", (name, run["error"])
-        assert set(run["matrices"]) == {"bleu", "bleu_codexglue", "codebleu", "exact_match", "edit_similarity", "syntax"}
+        assert set(run["matrices"]) == {"bleu", "bleu_codexglue", "bleu_codexglue_code", "codebleu", "exact_match", "edit_similarity", "syntax"}
         for matrix in run["matrices"].values():
             assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
         assert set(run["summary"]["bleu"]) == {"average", "backward_transfer", "forgetting", "forward_transfer"}
         assert run["parameters"]["base"] == results["base_model"]["parameters"]
-        assert run["peak_memory_mb"] > 0
+        assert run["peak_memory_mb"] > 0 and run["memory_kind"] == "rss_peak_since_start"
+        assert all(set(task["skipped_by_cause"]) == {"non_finite_loss", "non_finite_gradient", "scaler_overflow"}
+                   for task in run["train"])
 
 
 @pytest.mark.slow
@@ -142,8 +149,13 @@ def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
     assert "| rank | method | avg BLEU (n=8/8) |" in report and "| avg syntax (n=8/8) |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
-    assert "CodeXGLUE smoothed sentence BLEU-4" in report and "| p vs best |" in report
-    assert "(n = 2 seeds)" in report
+    assert "CodeXGLUE code-to-text smoothed sentence BLEU-4" in report and "| p vs best |" in report
+    assert "CodeXGLUE text-to-code corpus BLEU-4" in report and "avg BLEU (CodeXGLUE text-to-code) (n=8/8)" in report
+    assert "(n = 2 seeds)" in report and "two-level bootstrap" in report
+    assert "on the python train split only; tokenizer trained on the python, javascript train splits" in report
+    ranking = report.split("## Ranking")[1].split("## HumanEval")[0]
+    p_column = [line.split("|")[4].strip() for line in ranking.splitlines()[4:] if line.startswith("| ")]
+    assert p_column and not any(cell.startswith("0.000") for cell in p_column)
     assert "final pass@1 humaneval-python (n=4)" in report and "## HumanEval (eval-only tasks)" in report
     assert "HumanEval pass@1 (%), eval-only:" in report
     for method in load_config(SMOKE).methods:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 from codecl.errors import UserError
+from codecl.statistics import format_p
 
 METRIC_TITLES = {
-    "bleu": "BLEU (sacrebleu corpus)", "bleu_codexglue": "BLEU (CodeXGLUE smoothed sentence)", "codebleu": "CodeBLEU",
+    "bleu": "BLEU (sacrebleu corpus)", "bleu_codexglue": "BLEU (CodeXGLUE code-to-text, smoothed sentence)",
+    "bleu_codexglue_code": "BLEU (CodeXGLUE text-to-code, corpus)", "codebleu": "CodeBLEU",
     "exact_match": "exact match (%)", "edit_similarity": "edit similarity (%)", "syntax": "syntax valid (%)",
 }
 SIGNIFICANCE = 0.05
@@ -36,14 +38,14 @@ def _parameters(entry: dict, base: int) -> tuple[str, str, str]:
     return f"{per_task:,}", f"{100.0 * per_task / base:.2f}%", f"{parameters['added']:,}"
 
 
-def _versus_best(entry: dict) -> str:
+def _versus_best(entry: dict, resamples: int) -> str:
     versus = entry.get("bleu_vs_best")
     if not versus:
         return "—"
     if versus["p_value"] == 1.0 and versus["best"] == entry.get("name"):
         return "best"
     mark = " *" if versus["p_value"] < SIGNIFICANCE else ""
-    return f"{versus['p_value']:.3f}{mark}"
+    return f"{format_p(versus['p_value'], resamples)}{mark}"
 
 
 def ranking_table(results: dict) -> str:
@@ -51,9 +53,10 @@ def ranking_table(results: dict) -> str:
     eval_only = results.get("eval_only_tasks", [])
     functional = "".join(f"final pass@1 {t['name']} (n={t['problems']}) | " for t in eval_only)
     counts = results["evaluation"]["examples_per_task"]
+    resamples = results["evaluation"].get("bootstrap", {}).get("resamples", 1000)
     n = "n=" + "/".join(str(counts[t["name"]]) for t in results["tasks"])  # per task, in stream order
     lines = [
-        f"| rank | method | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
+        f"| rank | method | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE text-to-code) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
         f"{functional}trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
         "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -75,10 +78,10 @@ def ranking_table(results: dict) -> str:
             status = f"failed: {errors[0]}" if errors else status
         averages = " | ".join(
             _across_seeds(summary, m, "average")
-            for m in ("bleu_codexglue", "codebleu", "exact_match", "syntax", *(f"pass@1 {t['name']}" for t in eval_only))
+            for m in ("bleu_codexglue_code", "codebleu", "exact_match", "syntax", *(f"pass@1 {t['name']}" for t in eval_only))
         )
         lines.append(
-            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {_versus_best({**entry, 'name': name})} | "
+            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {_versus_best({**entry, 'name': name}, resamples)} | "
             f"{averages} | {per_task} | {percent} | {added} | "
             f"{_across_seeds(summary, 'bleu', 'forgetting')} | {_across_seeds(summary, 'bleu', 'backward_transfer')} | "
             f"{_across_seeds(summary, 'bleu', 'forward_transfer')} | {sum(seconds) / max(1, len(seconds)):.0f} | {status} |"
@@ -95,8 +98,12 @@ def humaneval_table(results: dict) -> list[str]:
     lines = ["## HumanEval (eval-only tasks)", ""]
     for task in eval_only:
         skipped = f"; {task['skipped']} problems not translatable to {task['language']}, not scored" if task["skipped"] else ""
+        dropped = task.get("dropped_assertions", [])
+        skipped += f"; {len(dropped)} assertions {task['language']} cannot express dropped ({', '.join(d['task_id'] for d in dropped)})" if dropped else ""
         lines.append(f"- {task['name']}: {task['problems']} problems, {task['metric']}{skipped}; sandbox: {task.get('sandbox', 'n/a')}")
-    lines += ["- Forgetting here: the best pass@1 reached before the last task minus the final one, in points.", "",
+    lines += ["- Forgetting here, as for the stream's tasks: the best pass@1 from the row where the stream's task in "
+              "that language was trained up to the last task's row, minus the final one, in points; — where the "
+              "last task is that language's (nothing was learned after it) or no task trains it.", "",
               header, "|---|" + "---:|---:|" * len(eval_only)]
     for name, entry in results["methods"].items():
         summary = entry.get("summary", {})
@@ -126,7 +133,14 @@ def render(results: dict) -> str:
     base = results["base_model"]
     made = base.get("made_by_codecl")
     base_line = f"`{base['name']}` ({base['parameters']:,} parameters"
-    base_line += f"; {made['recipe']}, {made['objective']} for {made['steps']} steps on train splits only)" if made else ")"
+    if made:
+        corpus = made.get("corpus", {})
+        languages = ", ".join(corpus.get("pretraining_languages", [])) or "the stream's"
+        tokenizer = ", ".join(corpus.get("tokenizer_languages", [])) or "the stream's"
+        base_line += (f"; {made['recipe']}, {made['objective']} for {made['steps']} steps on the {languages} train "
+                      f"split only; tokenizer trained on the {tokenizer} train splits)")
+    else:
+        base_line += ")"
     signature = evaluation["metrics"]["bleu"].get("signature") or "n/a"
     out = [
         f"# codecl report: {results['config']['name']}",
@@ -136,13 +150,18 @@ def render(results: dict) -> str:
         f"- Scored on the {evaluation['split']} split, n per task: "
         + ", ".join(f"{t} {counts[t]}" for t in task_names)
         + f"; decoding: {evaluation['decoding']}, at most {evaluation['max_new_tokens']} new tokens",
-        f"- BLEU, two variants: {evaluation['metrics']['bleu']['variant']}, signature `{signature}`; and "
-        f"{evaluation['metrics'].get('bleu_codexglue', {}).get('variant', 'n/a')}",
+        f"- BLEU, three variants: {evaluation['metrics']['bleu']['variant']}, signature `{signature}`; "
+        f"{evaluation['metrics'].get('bleu_codexglue_code', {}).get('variant', 'n/a')} (in the ranking: the one "
+        "published code-generation tables report); and "
+        f"{evaluation['metrics'].get('bleu_codexglue', {}).get('variant', 'n/a')} (CodeXGLUE's metric for docstrings)",
         *([f"- CodeBLEU: {evaluation['metrics']['codebleu']['unavailable']}"]
           if evaluation["metrics"].get("codebleu", {}).get("unavailable") else []),
         f"- Every summary is the mean ± the 95% t-interval half-width over the seeds that finished (n = "
-        f"{len(results['seeds'])} seeds); 'p vs best' is a paired bootstrap of average BLEU over test examples "
-        f"({evaluation.get('bootstrap', {}).get('resamples', 'n/a')} resamples); * marks p < {SIGNIFICANCE}",
+        f"{len(results['seeds'])} seeds)",
+        f"- 'p vs best': a two-level bootstrap of average BLEU against the best method, resampling each method's "
+        f"seeds and the test examples (paired) together ({evaluation.get('bootstrap', {}).get('resamples', 'n/a')} "
+        f"resamples); * marks p < {SIGNIFICANCE}. The best method is chosen on the same data, so these p-values "
+        "lean towards significance; with one seed they reflect only the test examples",
         f"- Seeds: {', '.join(map(str, results['seeds']))}; device: {results['device']}; "
         f"git: {(results['git'] or {}).get('commit') or 'n/a'}",
         "- Forgetting (Chaudhry et al. 2018), BWT and FWT (Lopez-Paz & Ranzato 2017) are in BLEU points; "

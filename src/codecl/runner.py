@@ -9,7 +9,6 @@ unchanged, so its row repeats the previous one instead of decoding it all again.
 from __future__ import annotations
 
 import copy
-import resource
 import sys
 import time
 import traceback
@@ -24,12 +23,13 @@ from codecl import __version__
 from codecl.config import ExperimentConfig
 from codecl.data.tasks import build_stream, corpus_fingerprint, pretraining_corpus
 from codecl.errors import UserError
-from codecl.evaluate.code_metrics import SMOOTHED_BLEU_VARIANT
+from codecl.evaluate.code_metrics import CODE_BLEU_VARIANT, SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
 from codecl.evaluate.functional import FunctionalEvaluation, build_humaneval_tasks, pass_at_1
 from codecl.evaluate.sandbox import sandbox_isolation
 from codecl.evaluate.text import bleu_statistics, corpus_bleu_from_statistics
 from codecl.methods import METHODS
+from codecl.memory import PeakMemory
 from codecl.metrics import eval_only_summary
 from codecl.models.load import BaseModel, load_pretrained
 from codecl.models.tiny import ensure_tiny_model
@@ -38,7 +38,7 @@ from codecl.results import (
     aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,
     write_jsonl_atomically,
 )
-from codecl.statistics import paired_bootstrap_p
+from codecl.statistics import two_level_bootstrap_p
 from codecl.train import train_task
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -53,8 +53,11 @@ def log_to_stderr(line: str) -> None:
 def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
     if config.model.name != "tiny":
         return load_pretrained(config.model.name)
+    languages = config.pretraining_languages()
     directory = ensure_tiny_model(
-        config.model.tiny, corpus_fingerprint(config.data), lambda: pretraining_corpus(config.data), log
+        # Keyed by the languages themselves: the default (null) means a different set for another stream.
+        config.model.tiny.model_copy(update={"pretrain_languages": languages}), corpus_fingerprint(config.data),
+        lambda: pretraining_corpus(config.data, languages), log,
     )
     return load_pretrained(directory)
 
@@ -63,13 +66,6 @@ def make_accelerator(precision: str) -> Accelerator:
     if precision == "fp16" and not torch.cuda.is_available():
         raise UserError("model.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
     return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
-
-
-def peak_memory_mb(accelerator: Accelerator) -> dict:
-    if accelerator.device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "memory_kind": "cuda_max_allocated"}
-    # Linux reports ru_maxrss in KiB: the whole process's high-water mark, not this method's alone.
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "memory_kind": "process_max_rss"}
 
 
 class Run:
@@ -106,16 +102,22 @@ class Run:
                 "metrics": {
                     "bleu": {"variant": "sacrebleu corpus BLEU", "signature": None},
                     "bleu_codexglue": {"variant": SMOOTHED_BLEU_VARIANT},
+                    "bleu_codexglue_code": {"variant": CODE_BLEU_VARIANT},
                     "codebleu": {"variant": "CodeBLEU (codebleu package), weights 0.25 each, x 100", "unavailable": None},
                     "exact_match": {"variant": "whitespace-normalised exact match, percent"},
                     "edit_similarity": {"variant": "1 - character Levenshtein / max length, mean, percent"},
                     "syntax": {"variant": "parses cleanly: Python ast / tree-sitter JavaScript, percent"},
                 },
-                "bootstrap": {"metric": "average final sacrebleu BLEU", "resamples": BOOTSTRAP_RESAMPLES, "seed": 0},
+                "bootstrap": {
+                    "metric": "average final sacrebleu BLEU", "resamples": BOOTSTRAP_RESAMPLES, "seed": 0,
+                    "method": "two-level: each method's seeds resampled with replacement, and the test examples, "
+                              "paired across methods; the best method is chosen on the same data",
+                },
             },
             "eval_only_tasks": [
                 {"name": t.name, "language": t.language, "problems": len(t.task_ids), "skipped": len(t.skipped),
                  "skipped_problems": [{"task_id": i, "reason": r} for i, r in t.skipped],
+                 "dropped_assertions": [{"task_id": i, "assertion": a} for i, a in t.dropped],
                  "metric": "pass@1, greedy, sandboxed execution, percent", "sandbox": str(sandbox_isolation())}
                 for t in self.eval_only
             ],
@@ -124,7 +126,8 @@ class Run:
         self.final_rows: dict[str, list[list[Evaluation]]] = {}  # method -> per seed, the last row
 
     def significance_against_best(self) -> None:
-        """Paired bootstrap of each method's average BLEU against the best method's, over test examples."""
+        """Two-level bootstrap of each method's average BLEU against the best method's, over seeds and
+        test examples (`two_level_bootstrap_p`)."""
         averages = {
             name: entry["summary"]["bleu"]["average"]["mean"] for name, entry in self.results["methods"].items()
             if entry.get("status") == "ok" and name in self.final_rows
@@ -138,19 +141,27 @@ class Run:
             for name in averages
         }
 
-        def average_bleu(name: str) -> Callable[[list[list[int]]], float]:
-            def score(indices: list[list[int]]) -> float:
+        def average_bleu(name: str) -> Callable[[list[int], list[list[int]]], float]:
+            def score(seeds: list[int], indices: list[list[int]]) -> float:
                 per_seed = [
-                    sum(corpus_bleu_from_statistics(task[picked]) for task, picked in zip(seed_stats, indices)) / len(indices)
-                    for seed_stats in statistics[name]
+                    sum(corpus_bleu_from_statistics(task[picked]) for task, picked in zip(statistics[name][s], indices)) / len(indices)
+                    for s in seeds
                 ]
                 return sum(per_seed) / len(per_seed)
             return score
 
         sizes = [len(refs) for refs in references]
         for name in averages:
-            p_value = 1.0 if name == best else paired_bootstrap_p(average_bleu(name), average_bleu(best), sizes, BOOTSTRAP_RESAMPLES)
+            p_value = 1.0 if name == best else two_level_bootstrap_p(
+                average_bleu(name), average_bleu(best), len(statistics[name]), len(statistics[best]), sizes,
+                BOOTSTRAP_RESAMPLES,
+            )
             self.results["methods"][name]["bleu_vs_best"] = {"best": best, "p_value": p_value}
+
+    def eval_only_trained_at(self) -> list[int | None]:
+        """Per eval-only task, the row after which its language was trained: the first stream task in it."""
+        languages = [t.language for t in self.tasks]
+        return [languages.index(t.language) + 1 if t.language in languages else None for t in self.eval_only]
 
     def evaluate_eval_only(self, model, use_task: Callable[[int], None]) -> list[FunctionalEvaluation]:
         """pass@1 of every HumanEval task, with the parameters of the stream task in its language
@@ -200,8 +211,8 @@ class Run:
     ) -> dict:
         method_config = self.config.methods[name]
         set_seed(seed)
-        if self.accelerator.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        memory = PeakMemory(self.accelerator.device)
+        memory.start()
         method = METHODS[method_config.method].build(method_config)
         record = {"seed": seed, "status": "ok", "error": None, "train": [], "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
         rows, eval_only_rows = [start_row], [start_eval_only]
@@ -222,7 +233,8 @@ class Run:
                     )
                     record["train"].append({
                         "task": task.name, "seconds": round(trained.seconds, 2), "steps": trained.steps,
-                        "skipped_steps": trained.skipped_steps, "tokens": trained.tokens,
+                        "skipped_steps": trained.skipped_steps, "skipped_by_cause": trained.skipped_by_cause,
+                        "tokens": trained.tokens,
                         "tokens_per_second": round(trained.tokens_per_second, 1), "final_loss": trained.final_loss,
                     })
                     if trained.failure:
@@ -259,9 +271,10 @@ class Run:
         if self.eval_only:
             record["eval_only_matrices"] = {"pass@1": [[e.pass_at_1 for e in row] for row in eval_only_rows]}
             if record["status"] == "ok":
-                for task, summary in zip(self.eval_only, eval_only_summary(record["eval_only_matrices"]["pass@1"])):
+                summaries = eval_only_summary(record["eval_only_matrices"]["pass@1"], self.eval_only_trained_at())
+                for task, summary in zip(self.eval_only, summaries):
                     record["summary"][f"pass@1 {task.name}"] = summary
-        record.update(peak_memory_mb(self.accelerator))
+        record.update(memory.read())
         self.write_predictions(name, seed, rows, eval_only_rows)
         return record
 
