@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from codecl.config import DataConfig
-from codecl.data import miner
+from codecl.data import leaks, miner
 from codecl.data.csn import read_release_split
 from codecl.data.miner import mine_corpus, partition_of
 from codecl.data.tasks import make_pair
@@ -545,7 +545,7 @@ def normalised(text: str) -> str:
 def identifier_multiset(record) -> Counter:
     """Identifier tokens as dpu_utils' DuplicateDetector takes them, written again here to check the miner."""
     return Counter(token for token in record.code_tokens
-                   if re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", token) and token not in miner.KEYWORDS[record.language])
+                   if re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", token) and token not in leaks.KEYWORDS[record.language])
 
 
 def near_duplicates(first: Counter, second: Counter) -> bool:
@@ -578,7 +578,7 @@ def leaks_between_splits(root: Path, language: str) -> dict[str, list[str]]:
         earlier_sources = {normalised(source) for source, _ in earlier_pairs}
         # Too short to judge (dpu_utils' min_num_tokens_per_document): neither compared nor compared with.
         earlier_identifiers = [counts for counts in map(identifier_multiset, earlier_records)
-                               if counts.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS]
+                               if counts.total() >= leaks.NEAR_DUPLICATE_MIN_IDENTIFIERS]
         for record in records[later]:
             source, target = make_pair(record, config)
             if normalised(target) in earlier_targets or normalised(record.code) in earlier_codes:
@@ -586,7 +586,7 @@ def leaks_between_splits(root: Path, language: str) -> dict[str, list[str]]:
             if normalised(source) in earlier_sources:
                 found["same_docstring"].append(record.func_name)
             identifiers = identifier_multiset(record)
-            if (identifiers.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS
+            if (identifiers.total() >= leaks.NEAR_DUPLICATE_MIN_IDENTIFIERS
                     and any(near_duplicates(identifiers, other) for other in earlier_identifiers)):
                 found["near_duplicate"].append(record.func_name)
     return {kind: sorted(names) for kind, names in found.items()}
@@ -646,7 +646,7 @@ def test_the_functions_of_one_file_never_straddle_two_splits(tmp_path):
 
 def brute_force_near_duplicate(query: Counter, members: list[Counter]) -> bool:
     def long_enough(counts: Counter) -> bool:
-        return counts.total() >= miner.NEAR_DUPLICATE_MIN_IDENTIFIERS
+        return counts.total() >= leaks.NEAR_DUPLICATE_MIN_IDENTIFIERS
 
     return long_enough(query) and any(long_enough(member) and near_duplicates(query, member) for member in members)
 
@@ -670,7 +670,7 @@ def test_near_duplicate_index_answers_as_comparing_every_pair():
     members.append(Counter(vocabulary[:9] * 2))
     queries.append(Counter(vocabulary[1:10] * 2))
     frequency = Counter(token for counts in members + queries for token in counts)
-    index = miner.NearDuplicateIndex({token: rank for rank, token in enumerate(sorted(frequency, key=frequency.get))})
+    index = leaks.NearDuplicateIndex({token: rank for rank, token in enumerate(sorted(frequency, key=frequency.get))})
     for counts in members:
         index.add(counts)
     answers = [index.has_near_duplicate(query) for query in queries]
@@ -682,7 +682,7 @@ def test_containment_index_answers_as_searching_every_text():
     rng = random.Random(1)
     words = ["def", "f(x):", "return", "x", "+", "1", "a.b", "(y)", "{", "}", "if", "else"]
     texts = [" ".join(rng.choices(words, k=rng.randint(3, 30))) for _ in range(100)]
-    index = miner.ContainmentIndex()
+    index = leaks.ContainmentIndex()
     for text in texts:
         index.add(text, text.upper())
     needles = []
