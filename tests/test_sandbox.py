@@ -16,11 +16,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 
 import pytest
 
+from codecl.evaluate import sandbox
 from codecl.evaluate.sandbox import (OUTPUT_LIMIT_BYTES, UID_RANGE, WORLD_WRITABLE_DIRS, Isolation, _execute,
                                     run_many, run_untrusted, sandbox_isolation)
 
@@ -456,13 +458,23 @@ def test_a_uid_another_process_holds_is_never_drawn(namespace):
     assert uids <= set(UID_RANGE[-4:]), uids
 
 
-def test_a_reservation_ends_with_its_process():
+def test_a_reservation_ends_with_its_process(monkeypatch):
     """The kernel drops a reservation when its holder dies, however it dies: no stale lock to clear."""
+    monkeypatch.setattr(sandbox, "UID_WAIT_S", 0.2)
     with uids_held_by_another_process("same", left_free=0) as holder:
         with pytest.raises(RuntimeError, match="every sandbox uid .* is taken"):
             run_python("pass")
         holder.kill()
         holder.wait()
+        result = run_python("print('ran')")
+    assert result.status == "passed" and result.stdout == "ran\n", result
+
+
+def test_a_run_waits_for_a_uid_another_process_releases():
+    """Every uid held elsewhere for a moment (say, by this very test file in another checkout) delays a
+    run; it does not fail it."""
+    with uids_held_by_another_process("same", left_free=0) as holder:
+        threading.Timer(1.0, holder.kill).start()
         result = run_python("print('ran')")
     assert result.status == "passed" and result.stdout == "ran\n", result
 

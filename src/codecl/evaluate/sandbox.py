@@ -64,6 +64,8 @@ UID_RANGE = range(60000, 61184)
 # One lock file per uid, flock()ed while a run holds it. A file lock, unlike the abstract socket it
 # replaces, is seen whatever the network namespace; the kernel drops it when its holder dies.
 UID_LOCK_DIR = "/run/codecl-sandbox-uids"
+# When every uid is held (by other codecl processes), wait this long for one to be released.
+UID_WAIT_S = 60.0
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The folders any user may write to (`find / -xdev -type d -perm -0002` on Debian and Ubuntu):
 # each gets a private tmpfs, or, without a mount namespace, is searched for what the uid left.
@@ -274,32 +276,45 @@ _uids_lock = threading.Lock()
 def _allocate_uid() -> int:
     """A free uid of UID_RANGE, reserved for this run across every codecl process on the machine.
 
-    The draw comes from the OS, not from `random`, which training seeds.
+    When every uid is held elsewhere, maybe only for a moment (another run's programs), it waits up
+    to UID_WAIT_S for one rather than fail this run.
     """
-    import grp
-    import pwd
+    deadline = time.monotonic() + UID_WAIT_S
+    while (uid := _reserve_free_uid()) is None:
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"every sandbox uid in {UID_RANGE} is taken")
+        time.sleep(0.05)
+    return uid
+
+
+def _reserve_free_uid() -> int | None:
+    """One pass over UID_RANGE from a random start: the first uid no account names and no one holds,
+    reserved; None if there is none. The draw comes from the OS, not from `random`, which training seeds."""
     import random
 
     with _uids_lock:
         start = random.SystemRandom().randrange(len(UID_RANGE))
         for uid in (UID_RANGE[(start + i) % len(UID_RANGE)] for i in range(len(UID_RANGE))):
-            if uid in _uids_in_use:
+            if uid in _uids_in_use or _names_an_account(uid):
                 continue
-            try:
-                pwd.getpwuid(uid)
-                continue
-            except KeyError:
-                pass
-            try:
-                grp.getgrgid(uid)
-                continue
-            except KeyError:
-                pass
             reservation = _reserve_uid(uid)
             if reservation is not None:
                 _uids_in_use[uid] = reservation
                 return uid
-    raise RuntimeError(f"every sandbox uid in {UID_RANGE} is taken")
+    return None
+
+
+def _names_an_account(uid: int) -> bool:
+    import grp
+    import pwd
+
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return True
+        except KeyError:
+            pass
+    return False
 
 
 def _reserve_uid(uid: int) -> int | None:
