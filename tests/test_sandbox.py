@@ -788,3 +788,12 @@ def test_node_busy_loop_times_out():
     result = run_untrusted(["node", "program.js"], {"program.js": "while (true) {}"}, timeout_s=2.0)
     assert result.status == "timeout", result
     assert time.monotonic() - started < 2.0 + SLACK_S
+
+
+def test_without_uid_reservations_the_probe_falls_back(monkeypatch):
+    """A /run where the uid locks cannot live (read-only, or not root's) costs the per-run uid, not the run."""
+    if os.geteuid() != 0:
+        pytest.skip("per-run uids are tried as root only")
+    monkeypatch.setattr(sandbox, "UID_LOCK_DIR", "/proc/codecl-no-such-folder")
+    isolation = sandbox._probe_isolation()
+    assert isolation.user == "root"

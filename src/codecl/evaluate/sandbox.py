@@ -182,6 +182,8 @@ def __getattr__(name: str):
 
 
 def _probe_isolation() -> Isolation:
+    from codecl.errors import UserError  # here, not at the top: the supervisor runs this file without codecl
+
     root = os.geteuid() == 0
     users = ("uid", "root") if root else ("invoking-user",)
     namespace = "netns" if root else "userns"
@@ -192,11 +194,16 @@ def _probe_isolation() -> Isolation:
         for files in ("private", "walk" if user == "uid" else "none"):
             for network in networks:
                 isolation = Isolation(network, files, user)
-                result = _execute([sys.executable, "-I", "-S", "-c", "pass"], {}, isolation, 10.0, 1024)
+                try:
+                    result = _execute([sys.executable, "-I", "-S", "-c", "pass"], {}, isolation, 10.0, 1024)
+                except (OSError, RuntimeError) as error:  # no uid can be reserved here (a read-only /run)
+                    failures.append(f"{network}/{files}/{user}: {error}")
+                    continue
                 if result.status == "passed":
                     return isolation
                 failures.append(f"{network}/{files}/{user}: {result.stderr.strip()}")
-    raise RuntimeError("no sandbox configuration could run a trivial program:\n" + "\n".join(failures))
+    first = failures[0].splitlines()[0] if failures else "none tried"
+    raise UserError(f"the sandbox cannot run a trivial program on this machine in any configuration (first: {first})")
 
 
 # ---------------------------------------------------------------------------------------------
