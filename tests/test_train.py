@@ -78,8 +78,9 @@ def test_skips_do_not_stretch_the_schedule(tiny_base):
         calls.append(1)
         return torch.tensor(math.inf) if len(calls) % 3 == 1 else None
 
+    model = copy.deepcopy(base)
     result = train_task(
-        copy.deepcopy(base), list(base.parameters()), examples(tokenizer), TrainConfig(batch_size=2, log_every=1, epochs=3),
+        model, list(model.parameters()), examples(tokenizer), TrainConfig(batch_size=2, log_every=1, epochs=3),
         learning_rate=1e-3, accelerator=Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=0,
         extra_loss=first_of_every_three_is_infinite, log=lines.append,
     )
@@ -89,16 +90,33 @@ def test_skips_do_not_stretch_the_schedule(tiny_base):
     assert result.final_learning_rate == 0.0
 
 
+class DroppedStep:
+    """An optimiser whose every step the fp16 gradient scaler drops: no update, `step_was_skipped` set."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.step_was_skipped = False
+
+    def step(self):
+        self.step_was_skipped = True
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+
 class OverflowingScaler:
     """An fp16 accelerator whose gradient scaler drops every step, as one does when every step overflows.
 
-    CUDA is not needed to exercise the loop's side of the contract: `scaler` is set and
-    `optimizer_step_was_skipped` is True after every step, which is all the loop reads."""
+    CUDA is not needed to exercise the loop's side of the contract: `scaler` is set and the prepared
+    optimiser reports each step as skipped, which is all the loop reads."""
 
     def __init__(self):
         self._accelerator = Accelerator(cpu=True)
         self.scaler = object()
-        self.optimizer_step_was_skipped = True
+
+    def prepare(self, model, optimizer):
+        model, optimizer = self._accelerator.prepare(model, optimizer)
+        return model, DroppedStep(optimizer)
 
     def __getattr__(self, name):
         return getattr(self._accelerator, name)
@@ -117,3 +135,27 @@ def test_steps_the_scaler_drops_count_toward_the_guard(tiny_base):
     assert result.steps == 0 and result.skipped_steps == 4
     assert result.skipped_by_cause == {"non_finite_loss": 0, "non_finite_gradient": 0, "scaler_overflow": 4}
     assert result.failure == "step 4: the fp16 gradient scaler dropped the step (overflow), 4 steps in a row"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+
+
+def test_a_method_that_raises_leaves_nothing_prepared_in_the_shared_accelerator(tiny_base):
+    """A crash is a reported result and the run goes on with the same accelerator: it must not keep the
+    crashed method's model and optimiser (their memory, under fp16 their scaler state)."""
+    import copy
+
+    import pytest
+
+    base, tokenizer = tiny_base
+    accelerator = Accelerator(cpu=True)
+
+    def crash(model, batch):
+        raise TypeError("forward() got an unexpected keyword argument 'mask'")
+
+    model = copy.deepcopy(base)
+    with pytest.raises(TypeError):
+        train_task(
+            model, list(model.parameters()), examples(tokenizer), TrainConfig(batch_size=2),
+            learning_rate=1e-3, accelerator=accelerator, pad_id=tokenizer.pad_token_id, seed=0,
+            extra_loss=crash, log=lambda line: None,
+        )
+    assert accelerator._models == [] and accelerator._optimizers == []

@@ -17,6 +17,7 @@ import math
 import random
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,6 +60,19 @@ def warmup_then_linear_decay(total_steps: int, warmup_steps: int) -> Callable[[i
     return factor
 
 
+@contextmanager
+def prepared(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer):
+    """accelerate's wrappers of one task's model and optimiser, released afterwards even when a method
+    raises: the accelerator serves every method of a run, and what it still holds would count in the
+    next method's memory."""
+    train_model, optimizer = accelerator.prepare(model, optimizer)
+    try:
+        yield train_model, optimizer
+    finally:
+        accelerator.unwrap_model(train_model, keep_fp32_wrapper=False).eval()
+        accelerator.free_memory()
+
+
 def train_task(
     model: nn.Module,
     parameters: list[nn.Parameter],
@@ -81,68 +95,66 @@ def train_task(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear_decay(total_steps, int(config.warmup_fraction * total_steps))
     )
-    train_model, optimizer = accelerator.prepare(model, optimizer)
-    train_model.train()
+    with prepared(accelerator, model, optimizer) as (train_model, optimizer):
+        train_model.train()
 
-    result = TrainResult(0, 0, 0, 0.0, None)
-    bad_in_a_row, recent_losses, tokens_at_log = 0, [], 0
-    started = last_log = time.perf_counter()
-    batches: list[list[int]] = []
-    for step in range(total_steps):
-        if not batches:
-            batches = length_grouped_batches(lengths, config.batch_size, rng)
-        indices = batches.pop()
-        batch = collate(
-            [examples[i].source_ids for i in indices], [examples[i].target_ids for i in indices], pad_id
-        )
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        result.tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
-        with accelerator.autocast():
-            loss = train_model(**batch).loss
-            extra = extra_loss(model, batch)
-            if extra is not None:
-                loss = loss + extra
-        cause = None if torch.isfinite(loss) else ("non_finite_loss", f"non-finite loss ({loss.item()})")
-        if cause is None:
-            accelerator.backward(loss)
-            norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-            # Under fp16 the gradient scaler expects and handles overflowing gradients itself.
-            if accelerator.scaler is None and norm is not None and not torch.isfinite(norm):
-                cause = ("non_finite_gradient", f"non-finite gradient norm ({norm.item()})")
-        if cause is None:
-            optimizer.step()
-            if accelerator.optimizer_step_was_skipped:
-                # The fp16 gradient scaler found an overflow and lowered its scale: no update happened.
-                cause = ("scaler_overflow", "the fp16 gradient scaler dropped the step (overflow)")
-        optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():
-            # A skipped first step reaches the scheduler before any optimiser step did; that is intended.
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-            scheduler.step()
-        if cause is not None:
-            result.skipped_steps += 1
-            result.skipped_by_cause[cause[0]] += 1
-            bad_in_a_row += 1
-            if bad_in_a_row >= config.max_bad_steps:
-                result.failure = f"step {step + 1}: {cause[1]}, {bad_in_a_row} steps in a row"
-                break
-            continue
-        bad_in_a_row = 0
-        result.steps += 1
-        recent_losses.append(loss.item())
-        if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
-            now = time.perf_counter()
-            log(
-                f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
-                f"lr {scheduler.get_last_lr()[0]:.2e} {(result.tokens - tokens_at_log) / (now - last_log):,.0f} tok/s"
+        result = TrainResult(0, 0, 0, 0.0, None)
+        bad_in_a_row, recent_losses, tokens_at_log = 0, [], 0
+        started = last_log = time.perf_counter()
+        batches: list[list[int]] = []
+        for step in range(total_steps):
+            if not batches:
+                batches = length_grouped_batches(lengths, config.batch_size, rng)
+            indices = batches.pop()
+            batch = collate(
+                [examples[i].source_ids for i in indices], [examples[i].target_ids for i in indices], pad_id
             )
-            result.final_loss = sum(recent_losses) / len(recent_losses)
-            recent_losses, tokens_at_log, last_log = [], result.tokens, now
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            result.tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+            with accelerator.autocast():
+                loss = train_model(**batch).loss
+                extra = extra_loss(model, batch)
+                if extra is not None:
+                    loss = loss + extra
+            cause = None if torch.isfinite(loss) else ("non_finite_loss", f"non-finite loss ({loss.item()})")
+            if cause is None:
+                accelerator.backward(loss)
+                norm = accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+                # Under fp16 the gradient scaler expects and handles overflowing gradients itself.
+                if accelerator.scaler is None and norm is not None and not torch.isfinite(norm):
+                    cause = ("non_finite_gradient", f"non-finite gradient norm ({norm.item()})")
+            if cause is None:
+                optimizer.step()
+                if optimizer.step_was_skipped:
+                    # The fp16 gradient scaler found an overflow and lowered its scale: no update happened.
+                    cause = ("scaler_overflow", "the fp16 gradient scaler dropped the step (overflow)")
+            optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():
+                # A skipped first step reaches the scheduler before any optimiser step did; that is intended.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                scheduler.step()
+            if cause is not None:
+                result.skipped_steps += 1
+                result.skipped_by_cause[cause[0]] += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= config.max_bad_steps:
+                    result.failure = f"step {step + 1}: {cause[1]}, {bad_in_a_row} steps in a row"
+                    break
+                continue
+            bad_in_a_row = 0
+            result.steps += 1
+            recent_losses.append(loss.item())
+            if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+                now = time.perf_counter()
+                log(
+                    f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
+                    f"lr {scheduler.get_last_lr()[0]:.2e} {(result.tokens - tokens_at_log) / (now - last_log):,.0f} tok/s"
+                )
+                result.final_loss = sum(recent_losses) / len(recent_losses)
+                recent_losses, tokens_at_log, last_log = [], result.tokens, now
 
-    if recent_losses:
-        result.final_loss = sum(recent_losses) / len(recent_losses)
-    result.final_learning_rate = scheduler.get_last_lr()[0]
-    result.seconds = time.perf_counter() - started
-    accelerator.unwrap_model(train_model, keep_fp32_wrapper=False).eval()
-    accelerator.free_memory()
+        if recent_losses:
+            result.final_loss = sum(recent_losses) / len(recent_losses)
+        result.final_learning_rate = scheduler.get_last_lr()[0]
+        result.seconds = time.perf_counter() - started
     return result
