@@ -88,3 +88,8 @@ def test_the_base_is_pretrained_on_the_first_stream_language_unless_told():
     assert both.pretraining_languages() == ["python", "javascript"]
     with pytest.raises(UserError, match=r"model.tiny.pretrain_languages: javascript is not in data.stream \['python'\]"):
         load_config(CONFIGS / "default.yaml", ["data.stream=[python]", "model.tiny.pretrain_languages=[javascript]"])
+
+
+def test_a_pretraining_language_named_twice_is_refused():
+    with pytest.raises(UserError, match=r"names a language twice"):
+        load_config(CONFIGS / "default.yaml", ["model.tiny.pretrain_languages=[python, python]"])

@@ -91,7 +91,8 @@ class TrainConfig(Section):
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="fraction of steps of linear warmup")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     max_bad_steps: int = Field(
-        10, ge=1, description="consecutive non-finite losses after which a method fails"
+        10, ge=1, description="consecutive steps that update nothing (non-finite loss or gradient, fp16 scaler "
+        "overflow) after which a method fails"
     )
     log_every: int = Field(50, ge=1, description="steps between training log lines")
 
@@ -127,9 +128,12 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _pretraining_languages_in_stream(self) -> ExperimentConfig:
-        outside = [language for language in self.model.tiny.pretrain_languages or [] if language not in self.data.stream]
+        languages = self.model.tiny.pretrain_languages or []
+        outside = [language for language in languages if language not in self.data.stream]
         if outside:
             raise ValueError(f"model.tiny.pretrain_languages: {outside[0]} is not in data.stream {self.data.stream}")
+        if len(set(languages)) < len(languages):
+            raise ValueError(f"model.tiny.pretrain_languages: {languages} names a language twice")
         return self
 
     def pretraining_languages(self) -> list[str]:

@@ -135,8 +135,8 @@ def render(results: dict) -> str:
     base_line = f"`{base['name']}` ({base['parameters']:,} parameters"
     if made:
         corpus = made.get("corpus", {})
-        languages = ", ".join(corpus.get("pretraining_languages", [])) or "the stream's"
-        tokenizer = ", ".join(corpus.get("tokenizer_languages", [])) or "the stream's"
+        languages = ", ".join(corpus.get("pretraining_languages", [])) or "stream's"
+        tokenizer = ", ".join(corpus.get("tokenizer_languages", [])) or "stream's"
         base_line += (f"; {made['recipe']}, {made['objective']} for {made['steps']} steps on the {languages} train "
                       f"split only; tokenizer trained on the {tokenizer} train splits)")
     else:
@@ -161,7 +161,8 @@ def render(results: dict) -> str:
         f"- 'p vs best': a two-level bootstrap of average BLEU against the best method, resampling each method's "
         f"seeds and the test examples (paired) together ({evaluation.get('bootstrap', {}).get('resamples', 'n/a')} "
         f"resamples); * marks p < {SIGNIFICANCE}. The best method is chosen on the same data, so these p-values "
-        "lean towards significance; with one seed they reflect only the test examples",
+        "lean towards significance; with few seeds the seed level is coarse (3 seeds allow 10 distinct draws, and "
+        "the bootstrap understates their variance by a factor (n-1)/n), and with one seed only the test examples vary",
         f"- Seeds: {', '.join(map(str, results['seeds']))}; device: {results['device']}; "
         f"git: {(results['git'] or {}).get('commit') or 'n/a'}",
         "- Forgetting (Chaudhry et al. 2018), BWT and FWT (Lopez-Paz & Ranzato 2017) are in BLEU points; "

@@ -236,6 +236,7 @@ class Run:
                         "skipped_steps": trained.skipped_steps, "skipped_by_cause": trained.skipped_by_cause,
                         "tokens": trained.tokens,
                         "tokens_per_second": round(trained.tokens_per_second, 1), "final_loss": trained.final_loss,
+                        "final_learning_rate": trained.final_learning_rate,
                     })
                     if trained.failure:
                         raise MethodFailed(f"task {task.name}: {trained.failure}")

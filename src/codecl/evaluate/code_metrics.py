@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 from typing import Sequence
 
-from codecl.evaluate.text import _check_pairs
+from codecl.evaluate.text import check_pairs
 
 SMOOTHED_BLEU_VARIANT = (
     "CodeXGLUE code-to-text smoothed sentence BLEU-4 (evaluator.py: lowercased, splitPuncts + MOSES "
@@ -75,7 +75,7 @@ def smoothed_sentence_bleu(prediction: str, reference: str, max_order: int = 4) 
 def codexglue_bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     """CodeXGLUE code-to-text BLEU: mean smoothed sentence BLEU-4 over the examples, x 100
     (the number `evaluator.py` prints, unrounded; its `bleuFromMaps(...)[0]`)."""
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     # (sum x 100) / n in this order, as bleuFromMaps does, so the two agree to the last bit.
     return 100.0 * sum(map(smoothed_sentence_bleu, predictions, references)) / len(predictions)
 
@@ -89,7 +89,7 @@ def codexglue_code_bleu(predictions: Sequence[str], references: Sequence[str], m
     Where the evaluator divides by zero we return the limit: 0 if every prediction is empty
     (C = 0), BP = 1 if every reference is empty (R = 0). Its `evaluator.py` reads the ground-truth
     file it has not yet flushed, losing the last few kB of references; this scores every pair."""
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     matches, guesses = [0] * max_order, [0] * max_order
     prediction_length = reference_length = 0
     for prediction, reference in zip(predictions, references):

@@ -33,7 +33,7 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[str]) -> BleuRe
     ``sacrebleu.metrics.BLEU()`` with its defaults; ``signature`` is sacrebleu's own signature
     string, for example ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``.
     """
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     bleu = BLEU()
     score = bleu.corpus_score(list(predictions), [list(references)])
     # The signature is only known after scoring: it records the number of references seen.
@@ -46,7 +46,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     Normalisation collapses every run of whitespace (spaces, tabs, newlines) to one space and strips
     both ends, so indentation and line breaks do not count; everything else must match exactly.
     """
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     matches = sum(
         _normalise_whitespace(prediction) == _normalise_whitespace(reference)
         for prediction, reference in zip(predictions, references)
@@ -61,7 +61,7 @@ def sentence_bleu_scores(predictions: Sequence[str], references: Sequence[str]) 
     smoothing, the sacrebleu default for single sentences. The mean of these is not corpus BLEU;
     to resample corpus BLEU use ``bleu_statistics`` and ``corpus_bleu_from_statistics``.
     """
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     bleu = BLEU(effective_order=True)
     return [
         float(bleu.sentence_score(prediction, [reference]).score)
@@ -77,7 +77,7 @@ def bleu_statistics(predictions: Sequence[str], references: Sequence[str]) -> np
     column sums, so summing any resample of rows and passing it to ``corpus_bleu_from_statistics``
     gives that resample's corpus BLEU (Koehn, 2004, "Statistical Significance Tests for MT").
     """
-    _check_pairs(predictions, references)
+    check_pairs(predictions, references)
     # Effective order changes only how the score is combined, not the counts, and silences
     # sacrebleu's warning about sentence-level BLEU without it.
     bleu = BLEU(effective_order=True)
@@ -106,7 +106,8 @@ def _normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
+def check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
+    """One prediction per reference, and at least one: else a one-line `UserError`."""
     if len(predictions) != len(references):
         raise UserError(
             f"got {len(predictions)} predictions but {len(references)} references; "
