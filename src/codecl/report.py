@@ -99,7 +99,9 @@ def humaneval_table(results: dict) -> list[str]:
     for task in eval_only:
         skipped = f"; {task['skipped']} problems not translatable to {task['language']}, not scored" if task["skipped"] else ""
         dropped = task.get("dropped_assertions", [])
-        skipped += f"; {len(dropped)} assertions {task['language']} cannot express dropped ({', '.join(d['task_id'] for d in dropped)})" if dropped else ""
+        if dropped:
+            noun = "assertion" if len(dropped) == 1 else "assertions"
+            skipped += f"; {len(dropped)} {noun} {task['language']} cannot express dropped ({', '.join(d['task_id'] for d in dropped)})"
         lines.append(f"- {task['name']}: {task['problems']} problems, {task['metric']}{skipped}; sandbox: {task.get('sandbox', 'n/a')}")
     lines += ["- Forgetting here, as for the stream's tasks: the best pass@1 from the row where the stream's task in "
               "that language was trained up to the last task's row, minus the final one, in points; — where the "
