@@ -7,7 +7,8 @@ the peak:
 - on Linux, writing 5 to `/proc/self/clear_refs` resets the resident-set high-water mark (`VmHWM` in
   `/proc/self/status`) to the current RSS (proc(5), Linux 4.0 and later); the peak is the process's
   RSS, so it includes what was resident when the method started (the base model, the data, the
-  interpreter), recorded beside it as `memory_at_start_mb`.
+  interpreter, and heap that earlier methods freed but the allocator kept), recorded beside it as
+  `memory_at_start_mb`; the difference is the method's own growth.
 Where neither is available the lifetime peak is all there is, and `memory_kind` says so.
 """
 
