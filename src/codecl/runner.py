@@ -32,7 +32,7 @@ from codecl.methods import METHODS
 from codecl.memory import PeakMemory
 from codecl.metrics import eval_only_summary
 from codecl.models.load import BaseModel, load_pretrained
-from codecl.models.tiny import ensure_tiny_model
+from codecl.models.store import ensure_tiny_model
 from codecl.report import write_report
 from codecl.results import (
     aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,

@@ -10,14 +10,9 @@ split, as a multilingual tokenizer would be. The result is an ordinary Hugging F
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
-import shutil
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -25,7 +20,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from codecl.config import TinyModelConfig
-from codecl.paths import cache_dir
 
 TINY_VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
 NUM_SENTINELS = 100
@@ -173,47 +167,3 @@ def pretrain(
         "seconds": round(time.perf_counter() - started, 1),
         "seed": seed,
     }
-
-
-def tiny_model_dir(config: TinyModelConfig, corpus_fingerprint: str) -> Path:
-    key = hashlib.sha1(
-        json.dumps([TINY_VERSION, config.model_dump(), corpus_fingerprint], sort_keys=True).encode()
-    ).hexdigest()[:12]
-    return cache_dir() / "models" / f"tiny-{key}"
-
-
-def ensure_tiny_model(
-    config: TinyModelConfig, corpus_fingerprint: str,
-    load_texts: Callable[[], tuple[list[str], list[str], dict]],
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-) -> Path:
-    """Return the cached tiny model for this config and corpus, building and pretraining it if absent.
-
-    `load_texts` returns the train-split code to train the tokenizer on, the train-split code to
-    pretrain on, and a description of where they came from.
-    """
-    directory = tiny_model_dir(config, corpus_fingerprint)
-    if (directory / "codecl_base.json").is_file():
-        return directory
-    tokenizer_texts, texts, corpus = load_texts()
-    log(f"building the tiny model: tokenizer on {len(tokenizer_texts):,} train-split functions, pretraining on "
-        f"{len(texts):,} (cached at {directory})")
-    started = time.perf_counter()
-    tokenizer = train_tokenizer(tokenizer_texts, config.vocab_size)
-    model = build_model(config, tokenizer)
-    record = pretrain(model, tokenizer, texts, config, log=log)
-    staging = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    record.update(
-        recipe=f"codecl tiny v{TINY_VERSION}",
-        parameters=sum(p.numel() for p in model.parameters()),
-        config=config.model_dump(),
-        corpus=corpus,
-        total_seconds=round(time.perf_counter() - started, 1),
-    )
-    (staging / "codecl_base.json").write_text(json.dumps(record, indent=2))
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
-    return directory
