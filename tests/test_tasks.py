@@ -79,8 +79,13 @@ def test_the_base_is_pretrained_on_its_languages_and_the_tokenizer_on_every_stre
     assert python and javascript
     config = DataConfig(source="local", path=mined_corpus, stream=["python", "javascript"])
     corpus = pretraining_corpus(config, ["python"])
-    assert corpus.pretraining_texts == python
+    assert corpus.code_texts == python
     assert corpus.tokenizer_texts == python + javascript
+    # One (summary, code) pair per Python function (every mined one has a summary), none from JavaScript:
+    # the summary comes from the function's docstring, and the code no longer holds it.
+    assert len(corpus.pairs) == len(python)
+    for (summary, code), original in zip(corpus.pairs, python):
+        assert summary in original and summary not in code and code.split("(")[0] in original
     assert corpus.description["pretraining_languages"] == ["python"]
     assert corpus.description["functions"] == {"python": len(python), "javascript": len(javascript)}
-    assert pretraining_corpus(config, ["python", "javascript"]).pretraining_texts == python + javascript
+    assert pretraining_corpus(config, ["python", "javascript"]).code_texts == python + javascript

@@ -56,13 +56,30 @@ class DataConfig(Section):
         return self
 
 
+class PretrainObjectives(Section):
+    """Each objective's share of the pretraining sequences (weights, normalised over those above 0)."""
+
+    span_corruption: float = Field(1.0, ge=0, description="T5's span corruption of code with its docstring")
+    identifier_masking: float = Field(
+        0.0, ge=0, description="CodeT5's masked identifier prediction: every name masked, the names predicted"
+    )
+    docstring_to_code: float = Field(1.0, ge=0, description="CodeT5's dual generation: docstring summary -> code")
+    code_to_docstring: float = Field(1.0, ge=0, description="CodeT5's dual generation: code -> docstring summary")
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> PretrainObjectives:
+        if not any(weight > 0 for weight in self.model_dump().values()):
+            raise ValueError("at least one pretraining objective needs a weight above 0")
+        return self
+
+
 class TinyModelConfig(Section):
     vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary, sentinels included")
     d_model: int = Field(128, ge=8, description="hidden size")
     d_ff: int = Field(512, ge=8, description="feed-forward width")
     num_heads: int = Field(4, ge=1, description="attention heads")
     num_layers: int = Field(2, ge=1, description="encoder layers (the decoder has as many)")
-    pretrain_steps: int = Field(1200, ge=0, description="span-corruption pretraining steps")
+    pretrain_steps: int = Field(1200, ge=0, description="pretraining steps")
     pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
     pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="peak pretraining learning rate")
@@ -71,6 +88,7 @@ class TinyModelConfig(Section):
         description="stream languages whose train split the model is pretrained on; null: the stream's first "
         "language only, so every later task's language is new to it (the tokenizer sees every stream language)",
     )
+    objectives: PretrainObjectives = Field(default_factory=PretrainObjectives, description="the pretraining mixture")
     noise_density: float = Field(0.15, gt=0, lt=1, description="fraction of tokens corrupted (T5)")
     mean_span_length: float = Field(3.0, ge=1, description="mean corrupted span length (T5)")
 

@@ -131,19 +131,30 @@ def build_stream(config: DataConfig, tokenizer, eval_split: str) -> list[Task]:
 
 class PretrainingCorpus(NamedTuple):
     tokenizer_texts: list[str]  # every stream language's train split
-    pretraining_texts: list[str]  # the pretraining languages' train splits
+    code_texts: list[str]  # the pretraining languages' train functions, docstrings included (span corruption)
+    code_languages: list[str]  # the language of each of code_texts
+    pairs: list[tuple[str, str]]  # their (docstring summary, code) pairs (bimodal dual generation)
     description: dict  # what was read, for the base model's record
 
 
 def pretraining_corpus(config: DataConfig, languages: list[str]) -> PretrainingCorpus:
-    """The code of the train splits (never valid or test) for the tiny model: the tokenizer learns every
-    stream language, the model is pretrained on ``languages`` only."""
-    by_language = {language: [record.code for record in read_split(config, language, "train")] for language in config.stream}
+    """The train splits (never valid or test) for the tiny model: the tokenizer learns every stream
+    language, the model is pretrained on ``languages`` only.
+
+    The pairs are made as the docstring-to-code task makes them, so that the base learns the task's format.
+    """
+    records = {language: read_split(config, language, "train") for language in config.stream}
+    as_docstring_task = config.model_copy(update={"task_format": "docstring-to-code"})
+    pairs = [pair for language in languages for record in records[language]
+             if (pair := make_pair(record, as_docstring_task)) is not None]
     return PretrainingCorpus(
-        [text for texts in by_language.values() for text in texts],
-        [text for language in languages for text in by_language[language]],
+        [record.code for language in config.stream for record in records[language]],
+        [record.code for language in languages for record in records[language]],
+        [language for language in languages for _ in records[language]],
+        pairs,
         {"source": config.source, "splits": ["train"], "pretraining_languages": list(languages),
-         "tokenizer_languages": list(config.stream), "functions": {k: len(v) for k, v in by_language.items()}},
+         "tokenizer_languages": list(config.stream), "functions": {k: len(v) for k, v in records.items()},
+         "pairs": len(pairs)},
     )
 
 

@@ -20,8 +20,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from codecl.config import TinyModelConfig
+from codecl.data.leaks import IDENTIFIER, KEYWORDS
+from codecl.data.tasks import PretrainingCorpus
 
-TINY_VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
+TINY_VERSION = 3  # bump when the recipe changes, so cached models are rebuilt
 NUM_SENTINELS = 100
 
 
@@ -102,20 +104,76 @@ def build_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return T5ForConditionalGeneration(t5_config)
 
 
-def _pretraining_pairs(
-    tokenizer: PreTrainedTokenizerFast, texts: list[str], config: TinyModelConfig, rng: random.Random
-) -> list[tuple[list[int], list[int]]]:
-    """Pack the corpus into fixed-length windows and corrupt each once."""
-    stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]:
-        stream += ids
-    length = config.pretrain_sequence_tokens
-    sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
-    windows = [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
-    return [
-        span_corruption(w, sentinels, tokenizer.eos_token_id, rng, config.noise_density, config.mean_span_length)
-        for w in windows
-    ]
+def identifier_masking(
+    code: str, language: str, tokenizer: PreTrainedTokenizerFast, max_tokens: int,
+) -> tuple[list[int], list[int]] | None:
+    """CodeT5's masked identifier prediction (Wang et al. 2021, §3.2): every identifier of the code is
+    replaced by a sentinel, the same sentinel for each occurrence of one name, and the target lists each
+    sentinel followed by its name. Names are found as the leak detector finds them (a regex outside
+    reserved words), a cheap stand-in for CodeT5's parser that also renames words inside strings."""
+    names = list(dict.fromkeys(
+        name for name in IDENTIFIER.findall(code) if name not in KEYWORDS[language]
+    ))[:NUM_SENTINELS]
+    if not names:
+        return None
+    sentinel = {name: f"<extra_id_{i}>" for i, name in enumerate(names)}
+    masked = IDENTIFIER.sub(lambda match: sentinel.get(match.group(0), match.group(0)), code)
+    target = "".join(f"{sentinel[name]}{name}" for name in names)
+    inputs = tokenizer(masked, truncation=True, max_length=max_tokens)["input_ids"]
+    labels = tokenizer(target, truncation=True, max_length=max_tokens)["input_ids"]
+    return inputs, labels
+
+
+def objective_examples(
+    tokenizer: PreTrainedTokenizerFast, corpus: PretrainingCorpus, config: TinyModelConfig, rng: random.Random,
+) -> dict[str, list[tuple[list[int], list[int]]]]:
+    """(input ids, target ids) for each objective whose weight is above 0, from the train splits only.
+
+    Span corruption packs all code into fixed-length windows and corrupts each once; the dual generation
+    objectives are the docstring-to-code task and its reverse, cut to `pretrain_sequence_tokens`.
+    """
+    weights, length = config.objectives.model_dump(), config.pretrain_sequence_tokens
+    examples: dict[str, list[tuple[list[int], list[int]]]] = {}
+    if weights["span_corruption"] > 0:
+        stream: list[int] = []
+        for ids in tokenizer(corpus.code_texts, add_special_tokens=True, verbose=False)["input_ids"]:
+            stream += ids
+        sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
+        windows = [stream[i : i + length] for i in range(0, len(stream) - length + 1, length)]
+        examples["span_corruption"] = [
+            span_corruption(w, sentinels, tokenizer.eos_token_id, rng, config.noise_density, config.mean_span_length)
+            for w in windows
+        ]
+    if corpus.pairs and (weights["docstring_to_code"] > 0 or weights["code_to_docstring"] > 0):
+        summaries, codes = zip(*corpus.pairs)
+        summary_ids = tokenizer(list(summaries), truncation=True, max_length=length)["input_ids"]
+        code_ids = tokenizer(list(codes), truncation=True, max_length=length)["input_ids"]
+        examples["docstring_to_code"] = list(zip(summary_ids, code_ids))
+        examples["code_to_docstring"] = list(zip(code_ids, summary_ids))
+    if weights["identifier_masking"] > 0:
+        masked = (identifier_masking(code, language, tokenizer, length)
+                  for language, code in zip(corpus.code_languages, corpus.code_texts))
+        examples["identifier_masking"] = [pair for pair in masked if pair is not None]
+    return {name: pairs for name, pairs in examples.items() if pairs and weights[name] > 0}
+
+
+class ObjectiveSampler:
+    """Draws each sequence of a batch from one objective, with probability proportional to its weight,
+    and walks each objective's examples in a fresh shuffled order per pass."""
+
+    def __init__(self, examples: dict[str, list], weights: dict[str, float], rng: random.Random):
+        self.examples, self.rng = examples, rng
+        self.names = sorted(examples)
+        self.weights = [weights[name] for name in self.names]
+        self.orders: dict[str, list[int]] = {name: [] for name in self.names}
+
+    def draw(self, count: int) -> list[tuple[list[int], list[int]]]:
+        batch = []
+        for name in self.rng.choices(self.names, self.weights, k=count):
+            if not self.orders[name]:
+                self.orders[name] = self.rng.sample(range(len(self.examples[name])), len(self.examples[name]))
+            batch.append(self.examples[name][self.orders[name].pop()])
+        return batch
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -124,26 +182,26 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def pretrain(
-    model: T5ForConditionalGeneration, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+    model: T5ForConditionalGeneration, tokenizer: PreTrainedTokenizerFast, corpus: PretrainingCorpus,
     config: TinyModelConfig, seed: int = 0, log: Callable[[str], None] = print,
 ) -> dict:
-    """Span-corruption pretraining with AdamW and linear warmup/decay; returns what to record."""
+    """Pretraining on a mixture of objectives (`config.objectives`) with AdamW and linear warmup/decay;
+    returns what to record."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    pairs = _pretraining_pairs(tokenizer, texts, config, rng)
-    if not pairs:
-        raise ValueError("the pretraining corpus is shorter than one sequence")
+    examples = objective_examples(tokenizer, corpus, config, rng)
+    if not examples:
+        raise ValueError("the pretraining corpus gives no example for any objective with a weight above 0")
+    sampler = ObjectiveSampler(examples, config.objectives.model_dump(), rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_learning_rate, weight_decay=0.01)
     warmup = max(1, config.pretrain_steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (config.pretrain_steps - s) / (config.pretrain_steps - warmup + 1)))
     )
     model.train()
-    order, started, tokens, loss_value = [], time.perf_counter(), 0, math.nan
+    started, tokens, loss_value = time.perf_counter(), 0, math.nan
     for step in range(config.pretrain_steps):
-        if len(order) < config.pretrain_batch_size:
-            order += rng.sample(range(len(pairs)), len(pairs))
-        batch = [pairs[order.pop()] for _ in range(config.pretrain_batch_size)]
+        batch = sampler.draw(config.pretrain_batch_size)
         inputs = _pad([b[0] for b in batch], tokenizer.pad_token_id)
         labels = _pad([b[1] for b in batch], -100)
         loss = model(input_ids=inputs, attention_mask=(inputs != tokenizer.pad_token_id).long(), labels=labels).loss
@@ -159,9 +217,9 @@ def pretrain(
             log(f"pretrain step {step + 1}/{config.pretrain_steps} loss {loss_value:.3f} {tokens / elapsed:,.0f} tok/s")
     model.eval()
     return {
-        "objective": "T5 span corruption",
+        "objectives": {name: config.objectives.model_dump()[name] for name in sorted(examples)},
         "steps": config.pretrain_steps,
-        "sequences": len(pairs),
+        "sequences": {name: len(pairs) for name, pairs in sorted(examples.items())},
         "final_loss": loss_value,
         "tokens_seen": tokens,
         "seconds": round(time.perf_counter() - started, 1),
