@@ -38,6 +38,14 @@ def command_run(args: argparse.Namespace) -> None:
     print((out_dir / "report.md").read_text().split("## Accuracy matrices")[0].rstrip())
 
 
+def command_pretrain(args: argparse.Namespace) -> None:
+    from codecl.config import load_config
+    from codecl.models.store import pretrain_tiny_base
+
+    config_path = resolve_config(args.config)
+    print(pretrain_tiny_base(load_config(config_path, args.overrides), config_path, ship=args.ship))
+
+
 def command_data_mine(args: argparse.Namespace) -> None:
     from codecl.data.miner import mine_corpus
 
@@ -118,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="the run folder (default: runs/NAME-TIMESTAMP)")
     run.set_defaults(handler=command_run)
 
+    pretrain = commands.add_parser("pretrain", help="build the tiny base of a config anew, as `codecl run` would use it")
+    pretrain.add_argument("config", metavar="CONFIG", help="a config file or name, e.g. default")
+    pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, as for `codecl run`")
+    pretrain.add_argument("--ship", action="store_true",
+                          help="also copy it into the shipped folder the repository carries (src/codecl/models/shipped/), "
+                               "replacing the shipped base of the same key and those it supersedes")
+    pretrain.set_defaults(handler=command_pretrain)
+
     data = commands.add_parser("data", help="prepare and inspect CodeSearchNet-layout data")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     mine = data_commands.add_parser("mine", help="mine a CodeSearchNet-layout corpus from local code")
@@ -180,7 +196,7 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "export", "humaneval"):
+    if args.command in ("run", "pretrain", "export", "humaneval"):
         quiet_libraries()
     try:
         args.handler(args)

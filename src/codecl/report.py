@@ -128,6 +128,15 @@ def matrix_table(
     return "\n".join(lines)
 
 
+def base_identity(base: dict) -> str:
+    """The tiny base's checksums and origin, so two reports can be told to share a base or not."""
+    made = base.get("made_by_codecl") or {}
+    minutes = f"{made['total_seconds'] / 60:.1f} min" if isinstance(made.get("total_seconds"), (int, float)) else "n/a"
+    origin = f"shipped (pretrained in {minutes} where it was made)" if base["origin"] == "shipped" else f"built here in {minutes}"
+    return (f"tiny, {base['parameters'] / 1e6:.1f}M parameters, weights sha256 `{base['weights_sha256'][:16]}…`, "
+            f"corpus `{base['corpus_fingerprint']}`, {origin}")
+
+
 def render(results: dict) -> str:
     evaluation = results["evaluation"]
     task_names = [t["name"] for t in results["tasks"]]
@@ -149,6 +158,7 @@ def render(results: dict) -> str:
         "",
         f"- Stream: {' → '.join(task_names)} ({results['config']['data']['task_format']}, data: {results['config']['data']['source']})",
         f"- Base model: {base_line}",
+        *([f"- Base: {base_identity(base)}"] if base.get("weights_sha256") else []),
         f"- Scored on the {evaluation['split']} split, n per task: "
         + ", ".join(f"{t} {counts[t]}" for t in task_names)
         + f"; decoding: {evaluation['decoding']}, at most {evaluation['max_new_tokens']} new tokens",

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 
 from codecl import __version__
 from codecl.config import ExperimentConfig
-from codecl.data.tasks import build_stream, corpus_fingerprint, pretraining_corpus
+from codecl.data.tasks import build_stream
 from codecl.errors import UserError
 from codecl.evaluate.code_metrics import CODE_BLEU_VARIANT, SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
@@ -32,7 +32,7 @@ from codecl.methods import METHODS
 from codecl.memory import PeakMemory
 from codecl.metrics import eval_only_summary
 from codecl.models.load import BaseModel, load_pretrained
-from codecl.models.store import ensure_tiny_model
+from codecl.models.store import ensure_tiny_model, tiny_model_identity, tiny_model_request
 from codecl.report import write_report
 from codecl.results import (
     aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,
@@ -53,13 +53,10 @@ def log_to_stderr(line: str) -> None:
 def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
     if config.model.name != "tiny":
         return load_pretrained(config.model.name)
-    languages = config.pretraining_languages()
-    directory = ensure_tiny_model(
-        # Keyed by the languages themselves: the default (null) means a different set for another stream.
-        config.model.tiny.model_copy(update={"pretrain_languages": languages}), corpus_fingerprint(config.data),
-        lambda: pretraining_corpus(config.data, languages), log,
-    )
-    return load_pretrained(directory)
+    directory = ensure_tiny_model(*tiny_model_request(config), log)
+    base = load_pretrained(directory)
+    base.provenance.update(tiny_model_identity(directory))  # where it came from and its checksums, easy to find
+    return base
 
 
 def make_accelerator(precision: str) -> Accelerator:

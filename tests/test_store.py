@@ -1,0 +1,160 @@
+"""The tiny base's store: checksums recorded and verified, shipped bases used or refused, `codecl pretrain`."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import codecl
+
+from codecl.cli import main
+from codecl.config import TinyModelConfig, load_config
+from codecl.data.tasks import PretrainingCorpus
+from codecl.errors import UserError
+from codecl.models.store import (
+    RECORD, WEIGHTS, ensure_tiny_model, sha256_of, ship_tiny_model, tiny_model_dir, tiny_model_identity,
+    tiny_model_request,
+)
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+CONFIG = TinyModelConfig(vocab_size=300, d_model=16, d_ff=32, num_heads=2, num_layers=1, pretrain_steps=2,
+                         pretrain_batch_size=4, pretrain_sequence_tokens=16, pretrain_languages=["python"])
+
+
+@pytest.fixture(autouse=True)
+def shipped_dir(tmp_path, monkeypatch) -> Path:
+    """Never the repository's shipped folder."""
+    folder = tmp_path / "shipped"
+    monkeypatch.setenv("CODECL_SHIPPED_MODELS", str(folder))
+    return folder
+
+
+def fake_corpus() -> PretrainingCorpus:
+    codes = [f"def add_{i}(x):\n    \"\"\"Add {i} to x.\"\"\"\n    return x + {i}\n" for i in range(40)]
+    return PretrainingCorpus(
+        codes, codes, ["python"] * len(codes), [(f"Add {i} to x.", code) for i, code in enumerate(codes)],
+        {"source": "fake", "splits": ["train"], "pretraining_languages": ["python"], "tokenizer_languages": ["python"]},
+    )
+
+
+def no_corpus() -> PretrainingCorpus:
+    raise AssertionError("the base was built although a valid one existed")
+
+
+def build(fingerprint: str = "corpus-a", config: TinyModelConfig = CONFIG) -> Path:
+    return ensure_tiny_model(config, fingerprint, fake_corpus, log=lambda line: None)
+
+
+def test_a_built_base_records_the_sha256_of_every_file_and_is_reused():
+    directory = build()
+    record = json.loads((directory / RECORD).read_text())
+    assert {WEIGHTS, "config.json", "tokenizer.json"} <= set(record["files"])
+    for name, digest in record["files"].items():
+        assert sha256_of(directory / name) == digest
+    assert record["weights_sha256"] == record["files"][WEIGHTS]
+    assert record["corpus_fingerprint"] == "corpus-a"
+    assert ensure_tiny_model(CONFIG, "corpus-a", no_corpus, log=lambda line: None) == directory
+    assert tiny_model_identity(directory) == {
+        "origin": "built here", "weights_sha256": record["weights_sha256"], "corpus_fingerprint": "corpus-a",
+    }
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "delete"])
+def test_a_damaged_cached_base_is_named_in_one_line_and_rebuilt(damage):
+    directory = build()
+    weights = directory / WEIGHTS
+    expected = json.loads((directory / RECORD).read_text())["weights_sha256"]
+    if damage == "delete":
+        weights.unlink()
+    else:
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    lines, built = [], []
+
+    def corpus() -> PretrainingCorpus:
+        built.append(True)
+        return fake_corpus()
+
+    assert ensure_tiny_model(CONFIG, "corpus-a", corpus, log=lines.append) == directory
+    assert built == [True]
+    assert str(weights) in lines[0] and expected[:12] in lines[0] and "\n" not in lines[0]
+    assert ("missing" if damage == "delete" else "sha256") in lines[0]
+    assert json.loads((directory / RECORD).read_text())["weights_sha256"] == sha256_of(weights)
+
+
+def test_a_matching_shipped_base_is_used_in_place_without_pretraining(shipped_dir):
+    shipped = ship_tiny_model(build(), log=lambda line: None)
+    assert shipped.parent == shipped_dir
+    assert ensure_tiny_model(CONFIG, "corpus-a", no_corpus, log=lambda line: None) == shipped
+    assert tiny_model_identity(shipped)["origin"] == "shipped"
+
+
+def test_a_damaged_shipped_base_is_refused_never_rebuilt():
+    shipped = ship_tiny_model(build(), log=lambda line: None)
+    (shipped / "tokenizer.json").write_text("{}")
+    with pytest.raises(UserError) as error:
+        ensure_tiny_model(CONFIG, "corpus-a", no_corpus, log=lambda line: None)
+    message = str(error.value)
+    assert "\n" not in message and str(shipped / "tokenizer.json") in message
+    assert "git checkout" in message and "codecl pretrain" in message
+    assert (shipped / "tokenizer.json").read_text() == "{}"
+
+
+def test_without_a_matching_shipped_base_it_says_why_and_builds_here():
+    ship_tiny_model(build("corpus-a"), log=lambda line: None)
+    lines = []
+    directory = ensure_tiny_model(CONFIG, "corpus-b", fake_corpus, log=lines.append)
+    assert directory == tiny_model_dir(CONFIG, "corpus-b")
+    assert lines[0].startswith("no shipped tiny base for this config and corpus")
+    assert "corpus-b" in lines[0] and "the machine that made the shipped one" in lines[0]
+
+
+def test_shipping_replaces_what_it_supersedes_and_keeps_other_configs(shipped_dir):
+    other_config = CONFIG.model_copy(update={"d_model": 8, "d_ff": 16})
+    kept = ship_tiny_model(build("corpus-a", other_config), log=lambda line: None)
+    old = ship_tiny_model(build("corpus-a"), log=lambda line: None)
+    lines = []
+    new = ship_tiny_model(build("corpus-b"), log=lines.append)  # the same config over a corpus since changed
+    assert sorted(shipped_dir.iterdir()) == sorted([kept, new])
+    recipe = json.loads((new / RECORD).read_text())["recipe"]
+    assert lines == [f"removed {old}: superseded by {new.name} ({recipe}, corpus corpus-a)"]
+
+
+def test_pretrain_through_the_command_line_ships_what_run_then_loads(fixtures_dir, shipped_dir, tmp_path, capsys):
+    overrides = [f"data.path={fixtures_dir}", "model.tiny.pretrain_steps=2", "model.tiny.pretrain_batch_size=4"]
+    assert main(["pretrain", str(SMOKE), *overrides, "--ship"]) == 0
+    out = capsys.readouterr().out
+    request = tiny_model_request(load_config(SMOKE, overrides))
+    shipped = shipped_dir / tiny_model_dir(request.config, request.corpus_fingerprint).name
+    record = json.loads((shipped / RECORD).read_text())
+    assert out.splitlines()[0].startswith(f"wrote {shipped}")
+    assert f"sha256 {record['weights_sha256']}  {WEIGHTS}" in out
+    assert record["corpus_fingerprint"] == request.corpus_fingerprint
+
+    # `codecl run` asks for the same base and finds it shipped; a damaged file stops it with one line.
+    from codecl.runner import load_base
+
+    base = load_base(load_config(SMOKE, overrides), log=lambda line: None)
+    assert base.provenance["origin"] == "shipped" and base.provenance["weights_sha256"] == record["weights_sha256"]
+    (shipped / WEIGHTS).write_bytes(b"not weights")
+    done = codecl("run", str(SMOKE), *overrides, "--out", str(tmp_path / "run"), cwd=tmp_path,
+                  CODECL_SHIPPED_MODELS=str(shipped_dir))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"codecl: error: shipped tiny base {shipped / WEIGHTS}: sha256")
+    assert "Traceback" not in done.stderr
+
+
+def test_pretrain_refuses_a_config_without_the_tiny_preset(capsys):
+    assert main(["pretrain", str(SMOKE), "model.name=t5-small"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "model.name is 't5-small'" in error and str(SMOKE) in error
+
+
+def test_the_report_names_the_base_by_its_checksums():
+    from codecl.report import base_identity
+
+    base = {"parameters": 1_400_000, "weights_sha256": "ab" * 32, "corpus_fingerprint": "c0ffee",
+            "made_by_codecl": {"total_seconds": 90}}
+    assert base_identity({**base, "origin": "built here"}) == (
+        "tiny, 1.4M parameters, weights sha256 `abababababababab…`, corpus `c0ffee`, built here in 1.5 min")
+    assert base_identity({**base, "origin": "shipped"}).endswith("shipped (pretrained in 1.5 min where it was made)")
