@@ -130,6 +130,11 @@ def test_pretrain_through_the_command_line_ships_what_run_then_loads(fixtures_di
     assert out.splitlines()[0].startswith(f"wrote {shipped}")
     assert f"sha256 {record['weights_sha256']}  {WEIGHTS}" in out
     assert record["corpus_fingerprint"] == request.corpus_fingerprint
+    # Rebuilt without --ship: the same weights, bit for bit, and the shipped base is left alone.
+    assert main(["pretrain", str(SMOKE), *overrides]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"the shipped base of this key had weights sha256 {record['weights_sha256'][:16]}…: identical; "
+                    "`codecl run` keeps using the shipped one (--ship replaces it)")
 
     # `codecl run` asks for the same base and finds it shipped; a damaged file stops it with one line.
     from codecl.runner import load_base

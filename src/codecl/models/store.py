@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import torch
+
 from codecl.config import ExperimentConfig, TinyModelConfig
 from codecl.data.tasks import PretrainingCorpus, corpus_fingerprint, pretraining_corpus
 from codecl.errors import UserError
@@ -152,6 +154,9 @@ def build_tiny_model(
         f"on {len(corpus.code_texts):,} (into {directory})")
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus.tokenizer_texts, config.vocab_size)
+    # The initial weights come from torch's global generator: seeded here, they no longer depend on
+    # whatever drew from it earlier in the process, so a rebuild can reproduce a shipped base bit for bit.
+    torch.manual_seed(0)
     model = build_model(config, tokenizer)
     record = pretrain(model, tokenizer, corpus, config, log=log)
     staging = directory.with_name(directory.name + ".partial")
@@ -228,11 +233,19 @@ def pretrain_tiny_base(config: ExperimentConfig, config_path: Path, ship: bool, 
     directory = tiny_model_dir(request.config, request.corpus_fingerprint)
     build_tiny_model(request.config, request.corpus_fingerprint, request.load_corpus(), directory, log)
     record = read_record(directory)
+    # Rebuilding what is shipped is the reproducibility check: say whether the weights came out identical.
+    shipped = read_record(shipped_models_dir() / directory.name)
+    comparison = [] if shipped is None else [
+        f"the shipped base of this key had weights sha256 {str(shipped.get('weights_sha256'))[:16]}…: "
+        + ("identical" if shipped.get("weights_sha256") == record["weights_sha256"] else "different")
+        + ("" if ship else "; `codecl run` keeps using the shipped one (--ship replaces it)")
+    ]
     written = ship_tiny_model(directory, log) if ship else directory
     lines = [
         f"wrote {written}" + (f" (built in {directory})" if ship else ""),
         f"{record['recipe']}, {record['parameters']:,} parameters, corpus {record['corpus_fingerprint']}, "
         f"built in {record['total_seconds'] / 60:.1f} min",
         *(f"  sha256 {digest}  {name}" for name, digest in record["files"].items()),
+        *comparison,
     ]
     return "\n".join(lines)
