@@ -8,7 +8,7 @@ Inputs are decoded in batches of similar length, so little compute goes to paddi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from accelerate import Accelerator
@@ -19,10 +19,13 @@ from codecl.config import EvalConfig
 from codecl.data.batching import collate
 from codecl.data.tasks import Example
 from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, codexglue_code_bleu, edit_similarity
+from codecl.evaluate.degeneration import distinct_share, loop_share
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu, exact_match
 
 METRICS = ("bleu", "bleu_codexglue", "bleu_codexglue_code", "codebleu", "exact_match", "edit_similarity", "syntax")
+# Recorded beside the metrics, never summarised like them: forgetting of "distinct" means nothing.
+DEGENERATION = ("distinct", "loop")
 
 
 @dataclass
@@ -31,6 +34,14 @@ class Evaluation:
     predictions: list[str]
     bleu_signature: str
     problems: dict[str, str]
+    degeneration: dict[str, float] = field(default_factory=dict)  # DEGENERATION's percentages
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]  # generated, special tokens included; without the decoder's start token, EOS and what follows
+    hit_limit: bool  # stopped by max_new_tokens, not by emitting EOS
 
 
 def decoder_cache(model: nn.Module) -> EncoderDecoderCache:
@@ -49,8 +60,16 @@ def generate(
     language: str | None = None,
 ) -> list[str]:
     """Decode every example deterministically; predictions come back in the examples' order."""
+    return [g.text for g in generations(model, tokenizer, examples, config, accelerator, language)]
+
+
+def generations(
+    model: nn.Module, tokenizer, examples: list[Example], config: EvalConfig, accelerator: Accelerator,
+    language: str | None = None,
+) -> list[Generation]:
+    """`generate`'s predictions with their tokens and whether the token limit stopped them."""
     outputs = _decode(model, tokenizer, examples, config, accelerator, language, 1, do_sample=False, num_beams=config.num_beams)
-    return [texts[0] for texts in outputs]
+    return [generated[0] for generated in outputs]
 
 
 def sample(
@@ -60,14 +79,16 @@ def sample(
     """``n`` sampled outputs per example, for pass@k with k > 1 only. Seeded: the same seed, model and
     examples give the same samples on the same device."""
     torch.manual_seed(seed)
-    return _decode(model, tokenizer, examples, config, accelerator, language, n,
-                   do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n)
+    outputs = _decode(model, tokenizer, examples, config, accelerator, language, n,
+                      do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n)
+    return [[g.text for g in generated] for generated in outputs]
 
 
 @torch.no_grad()
-def _decode(model, tokenizer, examples, config, accelerator, language, per_example, **options) -> list[list[str]]:
+def _decode(model, tokenizer, examples, config, accelerator, language, per_example, **options) -> list[list[Generation]]:
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].source_ids))
-    outputs: list[list[str]] = [[] for _ in examples]
+    outputs: list[list[Generation]] = [[] for _ in examples]
+    max_new_tokens = config.new_tokens(language) if language else config.max_new_tokens
     model.eval()
     # Sampling n outputs per input multiplies the rows decoded together.
     batch_size = max(1, config.batch_size // per_example)
@@ -78,14 +99,26 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
             output = model.generate(
                 input_ids=batch["input_ids"].to(accelerator.device),
                 attention_mask=batch["attention_mask"].to(accelerator.device),
-                max_new_tokens=config.new_tokens(language) if language else config.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 cache=decoder_cache(model),
                 **options,
             )
         texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        generated = [
+            Generation(text, *_until_eos(row[1:].tolist(), tokenizer.eos_token_id, max_new_tokens))
+            for text, row in zip(texts, output)  # row[0] is the decoder's start token, not generated
+        ]
         for position, i in enumerate(indices):
-            outputs[i] = texts[position * per_example : (position + 1) * per_example]
+            outputs[i] = generated[position * per_example : (position + 1) * per_example]
     return outputs
+
+
+def _until_eos(token_ids: list[int], eos_id: int, max_new_tokens: int) -> tuple[list[int], bool]:
+    """The tokens before the first EOS, and whether they fill the limit: a row that ended early is
+    padded after its EOS, and one that never emitted EOS was stopped by `max_new_tokens`."""
+    if eos_id in token_ids:
+        token_ids = token_ids[: token_ids.index(eos_id)]
+    return token_ids, len(token_ids) >= max_new_tokens
 
 
 def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
@@ -112,4 +145,11 @@ def score(predictions: list[str], examples: list[Example], language: str) -> Eva
 def evaluate_task(
     model: nn.Module, tokenizer, examples: list[Example], language: str, config: EvalConfig, accelerator: Accelerator
 ) -> Evaluation:
-    return score(generate(model, tokenizer, examples, config, accelerator, language), examples, language)
+    """`score` of the model's predictions, with the share of distinct predictions and of repetition loops."""
+    generated = generations(model, tokenizer, examples, config, accelerator, language)
+    predictions = [g.text for g in generated]
+    degeneration = {
+        "distinct": distinct_share(predictions),
+        "loop": loop_share([g.token_ids for g in generated], [g.hit_limit for g in generated]),
+    }
+    return replace(score(predictions, examples, language), degeneration=degeneration)
