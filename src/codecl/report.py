@@ -148,7 +148,9 @@ def render(results: dict) -> str:
         corpus = made.get("corpus", {})
         languages = ", ".join(corpus.get("pretraining_languages", [])) or "stream's"
         tokenizer = ", ".join(corpus.get("tokenizer_languages", [])) or "stream's"
-        base_line += (f"; {made['recipe']}, {made['objective']} for {made['steps']} steps on the {languages} train "
+        # Older bases recorded one objective; newer ones a weighted mixture.
+        objectives = made.get("objective") or ", ".join(f"{k} {v:g}" for k, v in made.get("objectives", {}).items())
+        base_line += (f"; {made['recipe']}, {objectives} for {made['steps']} steps on the {languages} train "
                       f"split only; tokenizer trained on the {tokenizer} train splits)")
     else:
         base_line += ")"
