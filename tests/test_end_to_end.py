@@ -36,6 +36,7 @@ def test_results_describe_themselves(smoke_run):
     assert results["seeds"] == [0, 1]
     assert "nrefs:1" in results["evaluation"]["metrics"]["bleu"]["signature"]
     assert results["evaluation"]["examples_per_task"] == {"python": 8, "javascript": 8}
+    assert "token limit" in results["evaluation"]["degeneration"]["loop"]
     assert results["base_model"]["made_by_codecl"]["corpus"]["splits"] == ["train"]
     assert set(results["methods"]) == set(load_config(SMOKE).methods)
     assert results["base_model"]["made_by_codecl"]["corpus"]["pretraining_languages"] == ["python"]
@@ -53,6 +54,10 @@ def test_results_describe_themselves(smoke_run):
         assert set(run["matrices"]) == {"bleu", "bleu_codexglue", "bleu_codexglue_code", "codebleu", "exact_match", "edit_similarity", "syntax"}
         for matrix in run["matrices"].values():
             assert len(matrix) == 3 and all(len(row) == 2 for row in matrix)
+        # Diagnostics beside the matrices, never summarised as scores.
+        assert set(run["degeneration"]) == {"distinct", "loop"} and "distinct" not in run["summary"]
+        for matrix in run["degeneration"].values():
+            assert len(matrix) == 3 and all(len(row) == 2 and all(0 <= v <= 100 for v in row) for row in matrix)
         assert set(run["summary"]["bleu"]) == {"average", "backward_transfer", "forgetting", "forward_transfer"}
         assert run["parameters"]["base"] == results["base_model"]["parameters"]
         expected_kind = "cuda_max_allocated" if torch.cuda.is_available() else "rss_peak_since_start"
@@ -90,18 +95,21 @@ def test_per_task_methods_cannot_forget(smoke_run, method):
 def test_frozen_rows_never_change(smoke_run):
     methods = json.loads((smoke_run / "results.json").read_text())["methods"]
     run = methods["frozen"]["runs"][0]
-    for matrix in [*run["matrices"].values(), *run["eval_only_matrices"].values()]:
+    for matrix in [*run["matrices"].values(), *run["eval_only_matrices"].values(), *run["degeneration"].values()]:
         assert matrix[0] == matrix[1] == matrix[2]
 
 
 @pytest.mark.slow
 def test_predictions_for_every_method_row_and_task(smoke_run):
+    methods = json.loads((smoke_run / "results.json").read_text())["methods"]
     for method in load_config(SMOKE).methods:
-        for after in ("after0-start", "after1-python", "after2-javascript"):
-            for task in ("python", "javascript"):
+        distinct = methods[method]["runs"][0]["degeneration"]["distinct"]
+        for i, after in enumerate(("after0-start", "after1-python", "after2-javascript")):
+            for j, task in enumerate(("python", "javascript")):
                 rows = [json.loads(line) for line in (smoke_run / "predictions" / method / "seed0" / after / f"{task}.jsonl").open()]
                 assert len(rows) == 8
                 assert set(rows[0]) == {"input", "reference", "prediction"}
+                assert distinct[i][j] == 100.0 * len({r["prediction"].strip() for r in rows}) / 8
 
 
 @pytest.mark.slow
@@ -155,11 +163,13 @@ def test_report_and_rebuilding_it(smoke_run):
     assert "CodeXGLUE text-to-code corpus BLEU-4" in report and "avg BLEU (CodeXGLUE text-to-code) (n=8/8)" in report
     assert "(n = 2 seeds)" in report and "two-level bootstrap" in report
     assert "on the python train split only; tokenizer trained on the python, javascript train splits" in report
-    ranking = report.split("## Ranking")[1].split("## HumanEval")[0]
+    ranking = report.split("## Ranking")[1].split("\n## ")[0]
     p_column = [line.split("|")[4].strip() for line in ranking.splitlines()[4:] if line.startswith("| ")]
     assert p_column and not any(cell.startswith("0.000") for cell in p_column)
     assert "final pass@1 humaneval-python (n=4)" in report and "## HumanEval (eval-only tasks)" in report
     assert "HumanEval pass@1 (%), eval-only:" in report
+    assert "## Degeneration" in report and "| base model (all methods) | nothing |" in report
+    assert "repetition loops (%), a diagnostic:" in report
     for method in load_config(SMOKE).methods:
         assert f"### {method}, seed 0" in report
     (smoke_run / "report.md").unlink()

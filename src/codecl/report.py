@@ -13,6 +13,7 @@ METRIC_TITLES = {
     "bleu_codexglue_code": "BLEU (CodeXGLUE text-to-code, corpus)", "codebleu": "CodeBLEU",
     "exact_match": "exact match (%)", "edit_similarity": "edit similarity (%)", "syntax": "syntax valid (%)",
 }
+DEGENERATION_TITLES = {"distinct": "distinct predictions (%)", "loop": "repetition loops (%)"}
 SIGNIFICANCE = 0.05
 
 
@@ -115,6 +116,48 @@ def humaneval_table(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _mean_matrix(matrices: list[list[list[float]]]) -> list[list[float]]:
+    """Cell by cell, the mean of same-shaped matrices."""
+    return [[sum(cells) / len(cells) for cells in zip(*rows)] for rows in zip(*matrices)]
+
+
+def degeneration_table(results: dict) -> list[str]:
+    """Per method, after each task trained, every task's distinct and loop percentages, mean over the
+    seeds that finished; row 0 (the base model) is shared by every method, so it is shown once."""
+    runs = {name: [r for r in entry["runs"] if "degeneration" in r] for name, entry in results["methods"].items()}
+    if not any(runs.values()):
+        return []  # results written before the diagnostic existed
+    definitions = results["evaluation"].get("degeneration", {})
+    tasks = [t["name"] for t in results["tasks"]]
+    counts = results["evaluation"]["examples_per_task"]
+    lines = [
+        "## Degeneration", "",
+        "- Not scores, diagnostics: a collapsed model writes the same output for many inputs (low distinct), often "
+        "a loop cut off by the token limit (high loop). A model that writes code is near 100% distinct and 0% loops.",
+        f"- distinct: {definitions.get('distinct', 'n/a')}; loop: {definitions.get('loop', 'n/a')}. "
+        "Mean over the seeds that finished; the full matrices of each seed are under Accuracy matrices.",
+        "",
+        "| method | after training | " + " | ".join(f"{t} distinct % (n={counts[t]}) | {t} loop %" for t in tasks) + " |",
+        "|---|---|" + "---:|---:|" * len(tasks),
+    ]
+
+    def row(name: str, after: str, distinct: list[float], loop: list[float]) -> str:
+        return f"| {name} | {after} | " + " | ".join(f"{_number(d, 1)} | {_number(l, 1)}" for d, l in zip(distinct, loop)) + " |"
+
+    first = next(r for rs in runs.values() for r in rs)
+    lines.append(row("base model (all methods)", "nothing", first["degeneration"]["distinct"][0], first["degeneration"]["loop"][0]))
+    for name, method_runs in runs.items():
+        finished = [r for r in method_runs if r["status"] == "ok"]
+        if not finished:
+            lines.append(f"| {name} | failed | " + " | ".join("— | —" for _ in tasks) + " |")
+            continue
+        distinct = _mean_matrix([r["degeneration"]["distinct"] for r in finished])
+        loop = _mean_matrix([r["degeneration"]["loop"] for r in finished])
+        for i, after in enumerate(tasks, 1):
+            lines.append(row(name, after, distinct[i], loop[i]))
+    return lines + [""]
+
+
 def matrix_table(
     matrix: list[list[float]], task_names: list[str], counts: dict[str, int], row_names: list[str] | None = None
 ) -> str:
@@ -186,6 +229,7 @@ def render(results: dict) -> str:
         "",
         ranking_table(results),
         "",
+        *degeneration_table(results),
         *humaneval_table(results),
         "## Accuracy matrices",
     ]
@@ -194,6 +238,8 @@ def render(results: dict) -> str:
             out += ["", f"### {name}, seed {run['seed']}"]
             for metric, matrix in run["matrices"].items():
                 out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, task_names, counts)]
+            for kind, matrix in run.get("degeneration", {}).items():
+                out += ["", f"{DEGENERATION_TITLES.get(kind, kind)}, a diagnostic:", "", matrix_table(matrix, task_names, counts)]
             eval_only = results.get("eval_only_tasks", [])
             for metric, matrix in run.get("eval_only_matrices", {}).items():
                 names = [t["name"] for t in eval_only]

@@ -24,7 +24,8 @@ from codecl.config import ExperimentConfig
 from codecl.data.tasks import build_stream
 from codecl.errors import UserError
 from codecl.evaluate.code_metrics import CODE_BLEU_VARIANT, SMOOTHED_BLEU_VARIANT
-from codecl.evaluate.decode import METRICS, Evaluation, evaluate_task
+from codecl.evaluate.decode import DEGENERATION, METRICS, Evaluation, evaluate_task
+from codecl.evaluate.degeneration import DISTINCT_DEFINITION, LOOP_DEFINITION
 from codecl.evaluate.functional import FunctionalEvaluation, build_humaneval_tasks, pass_at_1
 from codecl.evaluate.sandbox import sandbox_isolation
 from codecl.evaluate.text import bleu_statistics, corpus_bleu_from_statistics
@@ -57,6 +58,11 @@ def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
     base = load_pretrained(directory)
     base.provenance.update(tiny_model_identity(directory))  # where it came from and its checksums, easy to find
     return base
+
+
+def degeneration_line(task_names: list[str], degeneration: list[dict[str, float]]) -> str:
+    """For the log, so a collapsed model shows while the run goes: `python distinct 12%, loops 80%`."""
+    return ", ".join(f"{name} distinct {d['distinct']:.0f}%, loops {d['loop']:.0f}%" for name, d in zip(task_names, degeneration))
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -105,6 +111,8 @@ class Run:
                     "edit_similarity": {"variant": "1 - character Levenshtein / max length, mean, percent"},
                     "syntax": {"variant": "parses cleanly: Python ast / tree-sitter JavaScript, percent"},
                 },
+                # Per run in "degeneration", shaped like "matrices"; diagnostics, never summarised.
+                "degeneration": {"distinct": f"{DISTINCT_DEFINITION}, percent", "loop": f"{LOOP_DEFINITION}, percent"},
                 "bootstrap": {
                     "metric": "average final sacrebleu BLEU", "resamples": BOOTSTRAP_RESAMPLES, "seed": 0,
                     "method": "two-level: each method's seeds resampled with replacement, and the test examples, "
@@ -263,6 +271,7 @@ class Run:
             trace.parent.mkdir(parents=True, exist_ok=True)
             trace.write_text(traceback.format_exc())
         record["matrices"] = {m: [[e.scores[m] for e in row] for row in rows] for m in METRICS}
+        record["degeneration"] = {d: [[e.degeneration[d] for e in row] for row in rows] for d in DEGENERATION}
         if record["status"] == "ok":
             self.final_rows.setdefault(name, []).append(rows[-1])
         record["summary"] = summarize_run(record["matrices"]) if record["status"] == "ok" else None
@@ -283,6 +292,7 @@ class Run:
         start_row = self.evaluate_all(self.base.model, lambda j: None)
         start_eval_only = self.evaluate_eval_only(self.base.model, lambda j: None)
         bleu = ", ".join(f"{t.name} BLEU {e.scores['bleu']:.2f}" for t, e in zip(self.tasks, start_row))
+        bleu += "; " + degeneration_line([t.name for t in self.tasks], [e.degeneration for e in start_row])
         functional = "".join(f", {t.name} pass@1 {e.pass_at_1:.1f}%" for t, e in zip(self.eval_only, start_eval_only))
         self.log(f"base model: {bleu}{functional}")
         for name in self.config.methods:
@@ -296,6 +306,9 @@ class Run:
                 entry["status"] = "ok" if all(r["status"] == "ok" for r in entry["runs"]) else "failed"
                 average = (record["summary"] or {}).get("bleu", {}).get("average")
                 outcome = f"average BLEU {average:.2f}" if average is not None else record["error"]
+                if record["status"] == "ok":
+                    final_row = self.final_rows[name][-1]
+                    outcome += "; " + degeneration_line([t.name for t in self.tasks], [e.degeneration for e in final_row])
                 self.log(f"[{name} seed {seed}] {record['status']}: {outcome}")
                 self.results["seconds"] = round(time.perf_counter() - started, 1)
                 write_json_atomically(self.out_dir / "results.json", self.results)
