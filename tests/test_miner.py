@@ -1,7 +1,9 @@
 """The offline miner on hand-written Python and JavaScript folders: filters, JSDoc, splits, leaks, output layout."""
 
 import ast
+import gzip
 import json
+import os
 import random
 import re
 import shutil
@@ -15,7 +17,8 @@ from codecl.config import DataConfig
 from codecl.data import leaks, miner
 from codecl.data.csn import read_release_split
 from codecl.data.miner import mine_corpus, partition_of
-from codecl.data.tasks import make_pair
+from codecl.data.sources import SUFFIXES, SitePackage, Source, installed_version, site_package_versions
+from codecl.data.tasks import corpus_fingerprint, make_pair
 from codecl.errors import UserError
 
 KEPT_PYTHON_FUNCTION = '''def total(values):
@@ -272,7 +275,8 @@ def test_ensure_mined_corpus_reuses_a_current_corpus(tmp_path, monkeypatch):
     out = tmp_path / "csn-mined"
     out.mkdir()
     (out / "MINED.json").write_text(json.dumps(
-        {"miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"]}
+        {"miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"],
+         "site_packages": site_package_versions()}
     ))
     monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: pytest.fail("should not mine again"))
     assert miner.ensure_mined_corpus(("python",)) == out
@@ -284,7 +288,8 @@ def test_ensure_mined_corpus_reuses_a_current_corpus(tmp_path, monkeypatch):
 def test_ensure_mined_corpus_reuses_only_a_corpus_of_this_python(monkeypatch, python_version, mined_again):
     out = miner.cache_dir() / "csn-mined"  # CODECL_CACHE is a fresh folder per test (conftest)
     out.mkdir(parents=True)
-    manifest = {"miner_version": miner.MINER_VERSION, "languages": ["python", "javascript"]}
+    manifest = {"miner_version": miner.MINER_VERSION, "languages": ["python", "javascript"],
+                "site_packages": site_package_versions()}
     if python_version is not None:
         manifest["python"] = python_version
     (out / "MINED.json").write_text(json.dumps(manifest))
@@ -296,7 +301,7 @@ def test_ensure_mined_corpus_reuses_only_a_corpus_of_this_python(monkeypatch, py
 
 def test_missing_npm_and_missing_sources_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("CODECL_CACHE", str(tmp_path))
-    monkeypatch.setattr(miner.shutil, "which", lambda name: None)
+    monkeypatch.setattr("codecl.data.sources.shutil.which", lambda name: None)
     with pytest.raises(UserError, match="npm is not installed.*--javascript-dir DIR"):
         mine_corpus(tmp_path / "out", languages=("javascript",))
     with pytest.raises(UserError, match="no python sources"):
@@ -534,7 +539,7 @@ def planted(tmp_path) -> tuple[Path, Path]:
     for language, folder in folders.items():
         folder.mkdir()
         for split, text in PLANTED[language].items():
-            (folder / file_in_split(split, folder.name, miner.SUFFIXES[language])).write_text(text)
+            (folder / file_in_split(split, folder.name, SUFFIXES[language])).write_text(text)
     return folders["python"], folders["javascript"]
 
 
@@ -714,3 +719,112 @@ def test_the_default_corpus_has_no_leaks_between_splits(tmp_path, language):
     assert leaks_between_splits(tmp_path / "out", language) == {
         "straddling": [], "contained": [], "near_duplicate": [], "same_docstring": [],
     }
+
+
+def mine_site_packages(out: Path, monkeypatch, packages) -> miner.MineSummary:
+    """Mine only `packages` through the default-source path: the standard library swapped for nothing."""
+    monkeypatch.setattr("codecl.data.sources.SITE_PACKAGES", tuple(packages))
+    monkeypatch.setattr("codecl.data.sources.stdlib_source", lambda: Source("cpython-stdlib", "0", None, iter(())))
+    return mine_corpus(out, languages=("python",))
+
+
+def test_an_installed_package_keeps_each_file_in_one_split(tmp_path, monkeypatch):
+    packages = [SitePackage(name, installed_version(name)) for name in ("click", "packaging")]
+    summary = mine_site_packages(tmp_path / "out", monkeypatch, packages)
+    records = {split: read_release_split(tmp_path / "out", "python", split).records for split in SPLIT_NAMES}
+    splits_of_file = defaultdict(set)
+    for split, split_records in records.items():
+        for record in split_records:
+            splits_of_file[record.repo, record.path].add(split)
+    assert {repo for repo, _ in splits_of_file} == {f"{p.name}@{p.version}" for p in packages}
+    assert sum(map(len, records.values())) > 200 and all(records.values())
+    assert all(len(splits) == 1 for splits in splits_of_file.values())
+    assert all(r.url.startswith(f"pypi:{r.repo}/{r.path}#L") for rs in records.values() for r in rs)
+    manifest = json.loads((tmp_path / "out" / "MINED.json").read_text())
+    assert [(s["source"], s["version"], s["pinned"]) for s in manifest["sources"][1:]] == [
+        (f"{p.name}@{p.version}", p.version, p.version) for p in packages
+    ]
+    assert manifest["differs_from_pins"] == [] and summary.counts["python"]["train"] > 100
+
+
+def test_a_package_off_its_pin_or_missing_is_mined_as_found_and_recorded(tmp_path, monkeypatch, capsys):
+    click = installed_version("click")
+    mine_site_packages(tmp_path / "out", monkeypatch, [
+        SitePackage("click", "0.0.1"), SitePackage("codecl-no-such-package", "1.0"),
+    ])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warnings == [
+        f"warning: click {click} is installed, the miner pins 0.0.1; mining {click}, so this corpus differs "
+        "from the default one (MINED.json records it)",
+        "warning: codecl-no-such-package is not installed, so the corpus lacks it; install the pinned version "
+        "with `pip install codecl-no-such-package==1.0`",
+    ]
+    manifest = miner.corpus_manifest(tmp_path / "out")
+    assert manifest["differs_from_pins"] == [
+        f"click@{click}: pinned 0.0.1, mined {click}", "codecl-no-such-package: pinned 1.0, not installed, not mined",
+    ]
+    by_name = {source["source"]: source for source in manifest["sources"]}
+    assert by_name[f"click@{click}"]["kept"] > 100
+    assert by_name["codecl-no-such-package"] == {
+        "language": "python", "source": "codecl-no-such-package", "version": None, "pinned": "1.0", "files": 0,
+        "kept": 0,
+    }
+
+
+def test_a_corpus_is_mined_again_when_an_installed_package_changes(monkeypatch):
+    out = miner.cache_dir() / "csn-mined"  # CODECL_CACHE is a fresh folder per test (conftest)
+    out.mkdir(parents=True)
+    versions = {**site_package_versions(), "torch": "0.0.1"}
+    (out / "MINED.json").write_text(json.dumps({
+        "miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"],
+        "site_packages": versions,
+    }))
+    calls = []
+    monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: calls.append(kwargs))
+    miner.ensure_mined_corpus(("python",))
+    assert calls == [{"languages": ("python",)}]
+
+
+def test_checksums_follow_the_content_of_each_split(tmp_path, sources):
+    mine_local(tmp_path / "first", sources)
+    mine_local(tmp_path / "again", sources)
+    first, again = miner.corpus_manifest(tmp_path / "first"), miner.corpus_manifest(tmp_path / "again")
+    assert first["checksums"] == again["checksums"] and first["corpus_sha256"] == again["corpus_sha256"]
+    assert len(first["checksums"]) == 6 and first["counts"]["javascript"] == again["counts"]["javascript"]
+    for path, checksum in first["checksums"].items():  # the checksum is of what a reader decompresses
+        assert miner.split_checksum(tmp_path / "first" / path) == checksum
+    # One kept function's body changes: only its split's checksum, and the corpus's, change.
+    module = sources[0] / "module.py"
+    module.write_text(module.read_text().replace("text += str(self.value)", "text = text + str(self.value)"))
+    mine_local(tmp_path / "changed", sources)
+    changed = miner.corpus_manifest(tmp_path / "changed")
+    differing = [path for path in first["checksums"] if changed["checksums"][path] != first["checksums"][path]]
+    split = partition_of("pysrc", "module.py", (0.8, 0.1, 0.1))
+    assert differing == [f"python/final/jsonl/{split}/python_{split}_0.jsonl.gz"]
+    assert changed["corpus_sha256"] != first["corpus_sha256"]
+
+
+def test_corpus_manifest_says_what_is_missing(tmp_path):
+    with pytest.raises(UserError, match=f"{tmp_path / 'MINED.json'}: unreadable"):
+        miner.corpus_manifest(tmp_path)
+    (tmp_path / "MINED.json").write_text(json.dumps({"miner_version": "2"}))
+    with pytest.raises(UserError, match="no corpus_sha256.*mine it again"):
+        miner.corpus_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("keep_manifest", [True, False])
+def test_the_corpus_fingerprint_follows_content_not_place_or_file_times(tmp_path, sources, keep_manifest):
+    mine_local(tmp_path / "first", sources)
+    if not keep_manifest:  # a CodeSearchNet-layout folder the miner did not write: its train files are hashed
+        (tmp_path / "first" / "MINED.json").unlink()
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")  # a new place and new file times
+    train = tmp_path / "copy" / "python" / "final" / "jsonl" / "train" / "python_train_0.jsonl.gz"
+    os.utime(train, (1, 1))
+
+    def fingerprint(folder: str) -> str:
+        return corpus_fingerprint(DataConfig(source="local", path=tmp_path / folder, stream=["python"]))
+
+    assert fingerprint("copy") == fingerprint("first")
+    if not keep_manifest:
+        train.write_bytes(gzip.compress(b"{}\n", mtime=0))
+        assert fingerprint("copy") != fingerprint("first")

@@ -1,8 +1,7 @@
 """Functions and their documentation in a source file, found by parsing it with tree-sitter.
 
 Python functions keep their docstring; a JavaScript function's docstring is the block comment right
-above it. Undocumented functions come back with an empty docstring, for the miner's filters to drop,
-and without code tokens: most functions are undocumented, and tokenising them was most of the miner's time.
+above it. Undocumented functions come back with an empty docstring, for the miner's filters to drop.
 """
 
 from dataclasses import dataclass
@@ -27,12 +26,18 @@ class FoundFunction:
     code: str  # as CodeSearchNet stores it: Python keeps its docstring, JavaScript omits its comment
     code_without_docstring: str
     docstring: str  # comment markers and indentation removed
-    code_tokens: tuple[str, ...]
     first_line: int
     last_line: int
+    # What code_tokens() reads: tokenising every function was most of the miner's time, and it keeps few.
+    node: Node
+    source: bytes
+    skipped: frozenset[tuple[int, int]]  # byte spans left out of the tokens: a Python docstring
+
+    def code_tokens(self) -> tuple[str, ...]:
+        return leaf_tokens(self.node, self.source, self.skipped)
 
 
-def leaf_tokens(function: Node, source: bytes, skipped: set[tuple[int, int]]) -> tuple[str, ...]:
+def leaf_tokens(function: Node, source: bytes, skipped: frozenset[tuple[int, int]]) -> tuple[str, ...]:
     """Tree-sitter leaves of `function`, without comments or the nodes whose byte spans are `skipped`."""
     tokens, cursor = [], function.walk()
     while True:
@@ -65,17 +70,17 @@ def python_functions(source: bytes) -> Iterator[FoundFunction]:
 def python_function(node: Node, prefix: str, source: bytes) -> FoundFunction:
     statement = python_docstring_statement(node)
     code = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
-    docstring, code_without_docstring, tokens = "", code, ()
+    docstring, code_without_docstring, skipped = "", code, frozenset()
     if statement is not None:
         docstring = python_docstring_text(statement)
         stripped = remove_python_statement(source, statement)
         shift = len(stripped) - len(source)
         code_without_docstring = stripped[node.start_byte:node.end_byte + shift].decode("utf-8", "replace")
-        tokens = leaf_tokens(node, source, {(statement.start_byte, statement.end_byte)})
+        skipped = frozenset({(statement.start_byte, statement.end_byte)})
     return FoundFunction(
         name=prefix + node.child_by_field_name("name").text.decode(), code=code,
-        code_without_docstring=code_without_docstring, docstring=docstring, code_tokens=tokens,
-        first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1,
+        code_without_docstring=code_without_docstring, docstring=docstring,
+        first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1, node=node, source=source, skipped=skipped,
     )
 
 
@@ -126,6 +131,6 @@ def javascript_functions(source: bytes) -> Iterator[FoundFunction]:
         code = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
         yield FoundFunction(
             name=name, code=code, code_without_docstring=code, docstring=docstring,
-            code_tokens=leaf_tokens(node, source, set()) if docstring else (),
-            first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1,
+            first_line=node.start_point[0] + 1, last_line=node.end_point[0] + 1, node=node, source=source,
+            skipped=frozenset(),
         )

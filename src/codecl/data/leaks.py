@@ -113,9 +113,10 @@ class ContainmentIndex:
         self.postings: dict[str, list[int]] = defaultdict(list)
 
     def add(self, target: str, code: str) -> None:
+        member, postings = len(self.members), self.postings  # locals: this loop runs once per word of the corpus
         self.members.append((target, code))
-        for word in set(target.split(" ")) | set(code.split(" ")):
-            self.postings[word].append(len(self.members) - 1)
+        for word in {*target.split(" "), *code.split(" ")}:
+            postings[word].append(member)
 
     def contains(self, target: str, code: str) -> bool:
         return self.occurs(target, 0) or self.occurs(code, 1)

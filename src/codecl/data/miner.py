@@ -6,70 +6,38 @@ whose summary is under three tokens, whose code is under three lines, whose name
 are tests, that are constructors or standard extension methods, or that duplicate one already kept.
 Like CodeSearchNet's `dedup_split.py`, a whole file goes to one split; then valid and test lose the
 examples that leak from the splits before them (`remove_leaks`).
-Python comes from the running interpreter's standard library, JavaScript from pinned npm packages.
+Python comes from the running interpreter's standard library and pinned packages of the project's
+environment, JavaScript from pinned npm packages (`sources.py`). `MINED.json` records every source's
+version and a checksum of every split (`corpus_manifest`).
 """
 
 import gzip
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
-import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
 
 from codecl.data.csn import SPLITS, format_split_counts
 from codecl.data.docstrings import first_paragraph, summary_tokens
 from codecl.data.functions import FoundFunction, javascript_functions, python_functions
 from codecl.data.leaks import remove_leaks
 from codecl.data.records import CodeRecord
+from codecl.data.sources import TEST_DIRS, Source, default_sources, folder_files, site_package_versions
 from codecl.errors import UserError
 from codecl.paths import cache_dir
 
 # Bump when a change to extraction or filtering changes the corpus, so cached corpora are rebuilt.
-MINER_VERSION = "2"
+MINER_VERSION = "3"
 LANGUAGES = ("python", "javascript")
-SUFFIXES = {"python": ".py", "javascript": ".js"}
 FILTER_RULES = ("no_docstring", "short_docstring", "short_code", "test", "constructor_or_extension", "duplicate")
 MIN_SUMMARY_TOKENS = 3
 MIN_CODE_LINES = 3
-TEST_DIRS = {"test", "tests", "testing", "__tests__", "spec", "specs", "idle_test"}
 # CodeSearchNet drops constructors and extension methods: their names say nothing about their bodies.
 JS_EXTENSION_METHODS = {"constructor", "toString", "valueOf", "toJSON", "inspect"}
-# Never mined from any folder: installed third-party code and build caches.
-ALWAYS_SKIPPED_DIRS = {"node_modules", "site-packages", "dist-packages", "__pycache__"}
-STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "lib2to3", "ensurepip", "_bundled"}
-
-class NpmPackage(NamedTuple):
-    name: str
-    version: str
-    skip: tuple[str, ...] = ()  # path prefixes inside the package: bundles that repeat the sources
-
-
-# MIT-licensed packages whose tarballs ship unbundled sources with JSDoc on most functions; pinned so
-# every machine mines the same corpus (measured: 2,734 train, 209 valid, 234 test functions).
-NPM_PACKAGES = (
-    NpmPackage("lodash", "4.17.21", skip=("lodash.js", "core.js", "fp/")),  # modules repeat lodash.js
-    NpmPackage("express", "4.21.2"),
-    NpmPackage("mongoose", "8.9.5", skip=("dist/",)),  # dist/ is the browser bundle
-    NpmPackage("eslint", "8.57.1"),
-    NpmPackage("ws", "8.18.0"),
-    NpmPackage("commander", "12.1.0"),
-)
-
-
-class SourceFile(NamedTuple):
-    repo: str  # "cpython-stdlib", "lodash@4.17.21" or a local folder's name
-    path: str  # relative to the repo, with "/" separators
-    url_prefix: str  # "file:///abs/path" or "npm:name@version/path"; "#L10-L20" is appended
-    content: bytes
-
 
 @dataclass
 class MineSummary:
@@ -135,82 +103,53 @@ def partition_of(repo: str, path: str, split_ratios: tuple[float, float, float])
     return "valid" if fraction < split_ratios[0] + split_ratios[1] else "test"
 
 
-def folder_files(root: Path, language: str, repo: str | None = None, skip_dirs=frozenset()) -> Iterator[SourceFile]:
-    """Every source file of `language` under `root`, in sorted order."""
-    if not root.is_dir():
-        raise UserError(f"--{language}-dir {root} is not a folder; expected a folder of {SUFFIXES[language]} files")
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(
-            name for name in subfolders
-            if name not in skip_dirs and name not in ALWAYS_SKIPPED_DIRS and not name.startswith(".")
-        )
-        for name in sorted(files):
-            if name.endswith(SUFFIXES[language]) and not name.endswith(".min.js"):
-                path = Path(folder, name)
-                yield SourceFile(repo or root.name, path.relative_to(root).as_posix(), path.resolve().as_uri(),
-                                 path.read_bytes())
+def split_file(root: Path, language: str, split: str) -> Path:
+    return Path(root) / language / "final" / "jsonl" / split / f"{language}_{split}_0.jsonl.gz"
 
 
-def stdlib_files() -> Iterator[SourceFile]:
-    """The running interpreter's standard library, without tests, vendored wheels or third-party packages."""
-    yield from folder_files(Path(sysconfig.get_paths()["stdlib"]), "python", "cpython-stdlib", STDLIB_SKIP_DIRS)
+def write_jsonl_gz(path: Path, records: list[CodeRecord]) -> str:
+    """Write atomically (temp file, then rename) with a fixed gzip time so equal corpora are equal bytes.
 
-
-def npm_tarball(package: NpmPackage) -> Path:
-    """The package's tarball from `npm pack`, downloaded once into the cache."""
-    folder = cache_dir() / "npm"
-    tarball = folder / f"{package.name.lstrip('@').replace('/', '-')}-{package.version}.tgz"
-    if tarball.exists():
-        return tarball
-    hint = "point the miner at local JavaScript files with --javascript-dir DIR (with --no-npm to skip npm)"
-    if shutil.which("npm") is None:
-        raise UserError(f"npm is not installed (needed to fetch {package.name}@{package.version}); {hint}")
-    folder.mkdir(parents=True, exist_ok=True)
-    command = ["npm", "pack", f"{package.name}@{package.version}", "--pack-destination", str(folder), "--silent"]
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as problem:
-        details = (getattr(problem, "stderr", None) or str(problem)).strip().splitlines()
-        raise UserError(f"`npm pack {package.name}@{package.version}` failed, the npm registry may be unreachable "
-                        f"({details[-1] if details else 'no output'}); {hint}") from None
-    if not tarball.exists():
-        raise UserError(f"`npm pack` did not write {tarball}; {hint}")
-    return tarball
-
-
-def npm_files(package: NpmPackage) -> Iterator[SourceFile]:
-    """The package's .js sources, read straight from its tarball, bundles and minified files left out."""
-    repo = f"{package.name}@{package.version}"
-    with tarfile.open(npm_tarball(package), "r:gz") as archive:
-        members = sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name)
-        for member in members:
-            path = member.name.split("/", 1)[-1]  # npm puts everything under "package/"
-            if (not path.endswith(".js") or path.endswith(".min.js") or "node_modules/" in path
-                    or path.startswith(package.skip)):
-                continue
-            yield SourceFile(repo, path, f"npm:{repo}/{path}", archive.extractfile(member).read())
-
-
-def write_jsonl_gz(path: Path, records: list[CodeRecord]) -> None:
-    """Write atomically (temp file, then rename) with a fixed gzip time so equal corpora are equal bytes."""
+    Returns the sha256 of the uncompressed lines: another zlib (zlib-ng, say) may compress the same
+    lines to other bytes, so the checksum is of what a reader gets back.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    checksum = hashlib.sha256()
     with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as compressed:
         for record in records:
-            compressed.write((record.to_json() + "\n").encode("utf-8"))
+            line = (record.to_json() + "\n").encode("utf-8")
+            checksum.update(line)
+            compressed.write(line)
     os.replace(temporary, path)
+    return checksum.hexdigest()
+
+
+def split_checksum(path: Path) -> str:
+    """The sha256 of a split file's uncompressed lines, as `write_jsonl_gz` returns it."""
+    checksum = hashlib.sha256()
+    with gzip.open(path, "rb") as lines:
+        for block in iter(lambda: lines.read(1 << 20), b""):
+            checksum.update(block)
+    return checksum.hexdigest()
+
+
+def corpus_checksum(checksums: dict[str, str]) -> str:
+    """One sha256 for the corpus: over `sha256  path` lines, sorted by path, as `sha256sum` prints them."""
+    return hashlib.sha256("".join(f"{checksums[path]}  {path}\n" for path in sorted(checksums)).encode()).hexdigest()
 
 
 def mine_language(
-    language: str, sources: list[tuple[str, Iterator[SourceFile]]], split_ratios: tuple[float, float, float],
+    language: str, sources: list[Source], split_ratios: tuple[float, float, float],
 ) -> tuple[dict[str, list[CodeRecord]], dict[str, int], list[dict]]:
-    """Records per split, drops per rule, and per-source counts for one language."""
+    """Records per split, drops per rule, and per-source versions and counts for one language."""
     extract = python_functions if language == "python" else javascript_functions
     records = {split: [] for split in SPLITS}
     dropped, kept_code_hashes, source_counts = Counter({rule: 0 for rule in FILTER_RULES}), set(), []
-    for source_name, files in sources:
+    for source in sources:
         file_count = kept_count = 0
-        for source_file in files:
+        started = time.perf_counter()
+        for source_file in source.files:
             file_count += 1
             sha = hashlib.sha1(source_file.content).hexdigest()
             for function in extract(source_file.content):
@@ -223,13 +162,25 @@ def mine_language(
                 records[partition].append(CodeRecord(
                     repo=source_file.repo, path=source_file.path, func_name=function.name,
                     original_string=function.code, language=language, code=function.code,
-                    code_tokens=list(function.code_tokens), docstring=function.docstring,
+                    code_tokens=list(function.code_tokens()), docstring=function.docstring,
                     docstring_tokens=summary_tokens(first_paragraph(function.docstring)), sha=sha,
                     url=f"{source_file.url_prefix}#L{function.first_line}-L{function.last_line}", partition=partition,
                 ))
-        source_counts.append({"language": language, "source": source_name, "files": file_count, "kept": kept_count})
-        print(f"mined {language} from {source_name}: {file_count} files, {kept_count} functions kept", file=sys.stderr)
+        source_counts.append({"language": language, "source": source.name, "version": source.version,
+                              "pinned": source.pinned, "files": file_count, "kept": kept_count})
+        print(f"mined {language} from {source.name}: {file_count} files, {kept_count} functions kept "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return records, dict(dropped), source_counts
+
+
+def differences_from_pins(source_counts: list[dict]) -> list[str]:
+    """One line per pinned source mined at another version or not at all: the corpus is then not the default one."""
+    return [
+        f"{source['source']}: pinned {source['pinned']}, " + (
+            f"mined {source['version']}" if source["version"] else "not installed, not mined")
+        for source in source_counts
+        if source["pinned"] and (source["version"] or "").split("+")[0] != source["pinned"]
+    ]
 
 
 def mine_corpus(
@@ -238,9 +189,9 @@ def mine_corpus(
 ) -> MineSummary:
     """Mine functions into `{out}/{language}/final/jsonl/{split}/{language}_{split}_0.jsonl.gz`.
 
-    `{out}/MINED.json` records the sources, the counts per split, the drops per filter rule, the
-    leaks removed per split and rule (`remove_leaks`) and the miner version. Default sources: the
-    standard library (`use_stdlib`) and `NPM_PACKAGES` (`use_npm`).
+    `{out}/MINED.json` records the sources with their versions, the counts per split, the drops per
+    filter rule, the leaks removed per split and rule (`remove_leaks`), the checksums and the miner
+    version. Default sources: the standard library and `SITE_PACKAGES` (`use_stdlib`), `NPM_PACKAGES` (`use_npm`).
     """
     started = time.perf_counter()
     split_ratios = tuple(float(ratio) for ratio in split_ratios)
@@ -250,29 +201,31 @@ def mine_corpus(
     if unknown:
         raise UserError(f"the miner supports {', '.join(LANGUAGES)}, not {', '.join(map(repr, unknown))}")
     out = Path(out)
-    counts, dropped, leak_removed, source_counts = {}, {}, {}, []
+    counts, dropped, leak_removed, leak_seconds, source_counts, checksums = {}, {}, {}, {}, [], {}
     for language in languages:
         local_dirs = [Path(folder) for folder in (python_dirs if language == "python" else javascript_dirs) or []]
-        sources = [(f"{folder}", folder_files(folder, language)) for folder in local_dirs]
-        if language == "python" and use_stdlib:
-            sources.insert(0, ("cpython-stdlib", stdlib_files()))
-        if language == "javascript" and use_npm:
-            sources[:0] = [(f"{package.name}@{package.version}", npm_files(package)) for package in NPM_PACKAGES]
+        sources = [Source(f"{folder}", None, None, folder_files(folder, language)) for folder in local_dirs]
+        if (use_stdlib if language == "python" else use_npm):
+            sources[:0] = default_sources(language)
         if not sources:
             default_flag = "--no-stdlib" if language == "python" else "--no-npm"
             raise UserError(f"no {language} sources: give --{language}-dir DIR or drop {default_flag}")
         records, dropped[language], language_sources = mine_language(language, sources, split_ratios)
+        leaks_started = time.perf_counter()
         records, leak_removed[language] = remove_leaks(records)
+        leak_seconds[language] = round(time.perf_counter() - leaks_started, 2)
         source_counts += language_sources
         for split in SPLITS:
-            split_file = out / language / "final" / "jsonl" / split / f"{language}_{split}_0.jsonl.gz"
-            write_jsonl_gz(split_file, records[split])
+            path = split_file(out, language, split)
+            checksums[path.relative_to(out).as_posix()] = write_jsonl_gz(path, records[split])
         counts[language] = {split: len(records[split]) for split in SPLITS}
     summary = MineSummary(out, counts, dropped, leak_removed, source_counts, round(time.perf_counter() - started, 2))
     manifest = {
         "miner_version": MINER_VERSION, "python": sys.version.split()[0], "languages": list(languages),
-        "split_ratios": list(split_ratios), "sources": source_counts, "counts": counts, "dropped": dropped,
-        "leak_removed": leak_removed, "seconds": summary.seconds,
+        "split_ratios": list(split_ratios), "sources": source_counts,
+        "differs_from_pins": differences_from_pins(source_counts), "site_packages": site_package_versions(),
+        "counts": counts, "dropped": dropped, "leak_removed": leak_removed, "checksums": checksums,
+        "corpus_sha256": corpus_checksum(checksums), "seconds": summary.seconds, "leak_seconds": leak_seconds,
     }
     temporary = out / f"MINED.json.tmp{os.getpid()}"
     temporary.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -280,10 +233,51 @@ def mine_corpus(
     return summary
 
 
+def corpus_manifest(root: Path) -> dict:
+    """What a mined corpus holds, for results files and reports: miner version, Python version, sources
+    with their versions and counts, the pins it departs from, counts per split and the checksums."""
+    path = Path(root) / "MINED.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as problem:
+        raise UserError(f"{path}: unreadable ({problem}); expected the manifest `codecl data mine` writes") from None
+    if "corpus_sha256" not in manifest:
+        raise UserError(f"{path}: has no corpus_sha256; expected a corpus of miner version 3 or later, mine it again")
+    keys = ("miner_version", "python", "corpus_sha256", "checksums", "counts", "sources", "differs_from_pins")
+    return {key: manifest.get(key) for key in keys}
+
+
+def train_checksums(root: Path, languages) -> list[str]:
+    """`path sha256` of each train file of `languages` under a CodeSearchNet-layout `root`, sorted by path.
+
+    A mined corpus's come from its MINED.json (of the uncompressed lines); any other folder's train files
+    are hashed here, as they are on disk. Content, not file times, so every machine gets the same answer.
+    """
+    root = Path(root)
+    try:
+        checksums = json.loads((root / "MINED.json").read_text())["checksums"]
+    except (OSError, ValueError, KeyError, TypeError):
+        checksums = None  # not mined here, or by a miner before version 3
+    if checksums is None:
+        paths = [path for language in languages for path in (root / language).rglob("*train*") if path.is_file()]
+        checksums = {path.relative_to(root).as_posix(): file_checksum(path) for path in paths}
+    wanted = tuple(f"{language}/" for language in languages)
+    return [f"{path} {checksums[path]}" for path in sorted(checksums) if path.startswith(wanted) and "train" in path]
+
+
+def file_checksum(path: Path) -> str:
+    checksum = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            checksum.update(block)
+    return checksum.hexdigest()
+
+
 def ensure_mined_corpus(languages=LANGUAGES) -> Path:
     """`cache_dir()/csn-mined`, mined with the default sources unless a corpus of this miner version is there.
 
-    The corpus must also come from this Python version: its Python part is the running interpreter's standard library.
+    The corpus must also come from this Python version and these installed `SITE_PACKAGES`: its
+    Python part is their source code.
     """
     out = cache_dir() / "csn-mined"
     wanted = set(languages)
@@ -291,7 +285,8 @@ def ensure_mined_corpus(languages=LANGUAGES) -> Path:
         manifest = json.loads((out / "MINED.json").read_text())
     except (OSError, ValueError):
         manifest = {}  # absent or unreadable: mine again
-    if manifest.get("miner_version") == MINER_VERSION and manifest.get("python") == sys.version.split()[0]:
+    if (manifest.get("miner_version") == MINER_VERSION and manifest.get("python") == sys.version.split()[0]
+            and manifest.get("site_packages") == site_package_versions()):
         if wanted <= set(manifest.get("languages", [])):
             return out
         wanted |= set(manifest.get("languages", []))  # the manifest is rewritten, so keep what it listed
