@@ -18,7 +18,7 @@ import torch
 from codecl.config import DataConfig
 from codecl.data.csn import SplitRead, load_hub_split, read_release_split
 from codecl.data.docstrings import first_paragraph, strip_docstring
-from codecl.data.miner import ensure_mined_corpus
+from codecl.data.miner import ensure_mined_corpus, train_checksums
 from codecl.data.records import CodeRecord
 from codecl.errors import UserError
 from codecl.paths import cache_dir
@@ -159,13 +159,10 @@ def pretraining_corpus(config: DataConfig, languages: list[str]) -> PretrainingC
 
 
 def corpus_fingerprint(config: DataConfig) -> str:
-    """Identifies the pretraining corpus without reading it: the source, its location and its files."""
+    """Identifies the pretraining corpus by content: the source and the sha256 of each stream language's
+    train files (`train_checksums`), so two machines with the same corpus share a cached base model."""
     root = data_root(config)
     parts = [config.source, *config.stream]
     if root is not None:
-        for language in config.stream:
-            for path in sorted((Path(root) / language).rglob("*train*")):
-                if path.is_file():
-                    stat = path.stat()
-                    parts.append(f"{path.relative_to(root)}:{stat.st_size}:{int(stat.st_mtime)}")
+        parts += train_checksums(root, config.stream)
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
