@@ -41,3 +41,78 @@ def test_tokenizer_round_trips_code_with_indentation():
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) == code
     assert tokenizer.pad_token_id == 0 and tokenizer.convert_tokens_to_ids("<extra_id_0>") > 2
+
+
+def test_identifier_masking_masks_every_occurrence_of_a_name_with_one_sentinel():
+    from codecl.models.tiny import identifier_masking
+
+    code = "def area(width, height):\n    return width * height if width else 0\n"
+    tokenizer = train_tokenizer([code] * 20, vocab_size=300)
+    inputs, labels = identifier_masking(code, "python", tokenizer, max_tokens=128)
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    # Names in order of first appearance; `def`, `return`, `if` and `else` are reserved words, kept.
+    assert decode(inputs) == (
+        "def <extra_id_0>(<extra_id_1>, <extra_id_2>):\n"
+        "    return <extra_id_1> * <extra_id_2> if <extra_id_1> else 0\n</s>"
+    )
+    assert decode(labels) == "<extra_id_0>area<extra_id_1>width<extra_id_2>height</s>"
+    assert identifier_masking("0 + 1\n", "python", tokenizer, 128) is None  # no name to predict
+
+
+def test_the_sampler_follows_the_weights_and_walks_each_objective_fully():
+    from codecl.models.tiny import ObjectiveSampler
+
+    examples = {"a": [("a", i) for i in range(10)], "b": [("b", i) for i in range(5)], "c": [("c", 0)]}
+    sampler = ObjectiveSampler(examples, {"a": 3.0, "b": 1.0, "c": 0.0}, random.Random(0))
+    batches = [sampler.draw(3) for _ in range(2000)]
+    assert all(name == row[0] for name, batch in batches for row in batch)  # one objective per batch
+    share_a = sum(1 for name, _ in batches if name == "a") / len(batches)
+    assert abs(share_a - 0.75) < 0.04 and not any(name == "c" for name, _ in batches)
+    # Within each pass over an objective, every example comes once before any comes again.
+    first_pass = [i for name, batch in batches if name == "b" for _, i in batch][:5]
+    assert sorted(first_pass) == [0, 1, 2, 3, 4]
+
+
+def _pairs_corpus(numbers):
+    from codecl.data.tasks import PretrainingCorpus
+
+    verbs = {"add": "+", "subtract": "-", "multiply": "*"}
+    codes, pairs = [], []
+    for n in numbers:
+        for verb, op in verbs.items():
+            code = f"def {verb}_{n}(value):\n    return value {op} {n}\n"
+            codes.append(f'def {verb}_{n}(value):\n    """{verb.capitalize()} {n} to the value."""\n    return value {op} {n}\n')
+            pairs.append((f"{verb.capitalize()} {n} to the value.", code.rstrip("\n")))
+    return PretrainingCorpus(codes, codes, ["python"] * len(codes), pairs, {})
+
+
+def test_a_short_pretraining_run_lowers_the_loss_of_every_objective_on_held_out_functions():
+    import torch
+
+    from codecl.config import PretrainObjectives, TinyModelConfig
+    from codecl.models.tiny import build_model, objective_examples, pretrain
+
+    train, held_out = _pairs_corpus(range(0, 60)), _pairs_corpus(range(60, 75))
+    tokenizer = train_tokenizer(train.tokenizer_texts, vocab_size=400)
+    config = TinyModelConfig(
+        d_model=32, d_ff=64, num_heads=2, num_layers=1, pretrain_steps=80, pretrain_batch_size=16,
+        pretrain_sequence_tokens=48, pretrain_learning_rate=3e-3,
+        objectives=PretrainObjectives(span_corruption=1, identifier_masking=1, docstring_to_code=1, code_to_docstring=1),
+    )
+    torch.manual_seed(0)
+    model = build_model(config, tokenizer)
+    held_out_examples = objective_examples(tokenizer, held_out, config, random.Random(1))
+    assert sorted(held_out_examples) == ["code_to_docstring", "docstring_to_code", "identifier_masking", "span_corruption"]
+
+    def loss(pairs):
+        inputs = torch.nn.utils.rnn.pad_sequence([torch.tensor(p[0]) for p in pairs], batch_first=True)
+        labels = torch.nn.utils.rnn.pad_sequence([torch.tensor(p[1]) for p in pairs], batch_first=True, padding_value=-100)
+        with torch.no_grad():
+            return model(input_ids=inputs, attention_mask=(inputs != 0).long(), labels=labels).loss.item()
+
+    before = {name: loss(pairs) for name, pairs in held_out_examples.items()}
+    record = pretrain(model, tokenizer, train, config, log=lambda line: None)
+    after = {name: loss(pairs) for name, pairs in held_out_examples.items()}
+    assert set(record["sequences"]) == set(before)
+    for name in before:
+        assert after[name] < 0.75 * before[name], (name, before[name], after[name])

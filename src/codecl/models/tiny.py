@@ -158,8 +158,10 @@ def objective_examples(
 
 
 class ObjectiveSampler:
-    """Draws each sequence of a batch from one objective, with probability proportional to its weight,
-    and walks each objective's examples in a fresh shuffled order per pass."""
+    """Draws each batch from one objective, with probability proportional to its weight, and walks each
+    objective's examples in a fresh shuffled order per pass. One objective per batch, not per sequence:
+    the objectives' shapes differ (span corruption: long input, short target; docstring-to-code: the
+    reverse), so a mixed batch would pad both sides to the longest and waste about half its compute."""
 
     def __init__(self, examples: dict[str, list], weights: dict[str, float], rng: random.Random):
         self.examples, self.rng = examples, rng
@@ -167,13 +169,14 @@ class ObjectiveSampler:
         self.weights = [weights[name] for name in self.names]
         self.orders: dict[str, list[int]] = {name: [] for name in self.names}
 
-    def draw(self, count: int) -> list[tuple[list[int], list[int]]]:
+    def draw(self, count: int) -> tuple[str, list[tuple[list[int], list[int]]]]:
+        name = self.rng.choices(self.names, self.weights)[0]
         batch = []
-        for name in self.rng.choices(self.names, self.weights, k=count):
+        for _ in range(count):
             if not self.orders[name]:
                 self.orders[name] = self.rng.sample(range(len(self.examples[name])), len(self.examples[name]))
             batch.append(self.examples[name][self.orders[name].pop()])
-        return batch
+        return name, batch
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -201,7 +204,7 @@ def pretrain(
     model.train()
     started, tokens, loss_value = time.perf_counter(), 0, math.nan
     for step in range(config.pretrain_steps):
-        batch = sampler.draw(config.pretrain_batch_size)
+        _, batch = sampler.draw(config.pretrain_batch_size)
         inputs = _pad([b[0] for b in batch], tokenizer.pad_token_id)
         labels = _pad([b[1] for b in batch], -100)
         loss = model(input_ids=inputs, attention_mask=(inputs != tokenizer.pad_token_id).long(), labels=labels).loss
