@@ -31,7 +31,7 @@ from codecl.errors import UserError
 from codecl.paths import cache_dir
 
 # Bump when a change to extraction or filtering changes the corpus, so cached corpora are rebuilt.
-MINER_VERSION = "3"
+MINER_VERSION = "4"
 LANGUAGES = ("python", "javascript")
 FILTER_RULES = ("no_docstring", "short_docstring", "short_code", "test", "constructor_or_extension", "duplicate")
 MIN_SUMMARY_TOKENS = 3
