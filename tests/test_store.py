@@ -163,3 +163,20 @@ def test_the_report_names_the_base_by_its_checksums():
     assert base_identity({**base, "origin": "built here"}) == (
         "tiny, 1.4M parameters, weights sha256 `abababababababab…`, corpus `c0ffee`, built here in 1.5 min")
     assert base_identity({**base, "origin": "shipped"}).endswith("shipped (pretrained in 1.5 min where it was made)")
+
+
+def test_snapshots_are_saved_on_schedule_and_leave_the_final_weights_unchanged():
+    from codecl.models.store import build_tiny_model
+
+    config = CONFIG.model_copy(update={"pretrain_steps": 5})
+    plain = build_tiny_model(config, "c", fake_corpus(), tiny_model_dir(config, "c"), log=lambda line: None)
+    plain_weights = json.loads((plain / RECORD).read_text())["weights_sha256"]
+    other = plain.with_name("tiny-with-snapshots")
+    build_tiny_model(config, "c", fake_corpus(), other, log=lambda line: None, snapshot_every=2)
+    assert json.loads((other / RECORD).read_text())["weights_sha256"] == plain_weights
+    snapshots = other.with_name(other.name + ".snapshots")
+    # Steps 2 and 4 of 5; the last step is the base itself.
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-2", "step-4"]
+    assert json.loads((snapshots / "step-4" / "snapshot.json").read_text())["step"] == 4
+    assert sha256_of(snapshots / "step-4" / WEIGHTS) != plain_weights
+    assert not plain.with_name(plain.name + ".snapshots").exists()

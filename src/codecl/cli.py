@@ -43,7 +43,8 @@ def command_pretrain(args: argparse.Namespace) -> None:
     from codecl.models.store import pretrain_tiny_base
 
     config_path = resolve_config(args.config)
-    print(pretrain_tiny_base(load_config(config_path, args.overrides), config_path, ship=args.ship))
+    print(pretrain_tiny_base(load_config(config_path, args.overrides), config_path, ship=args.ship,
+                             snapshot_every=args.snapshot_every))
 
 
 def command_data_mine(args: argparse.Namespace) -> None:
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--ship", action="store_true",
                           help="also copy it into the shipped folder the repository carries (src/codecl/models/shipped/), "
                                "replacing the shipped base of the same key and those it supersedes")
+    pretrain.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                          help="also save the model every N steps into FOLDER.snapshots/step-N/, to measure score "
+                               "against pretraining time (the final weights are the same)")
     pretrain.set_defaults(handler=command_pretrain)
 
     data = commands.add_parser("data", help="prepare and inspect CodeSearchNet-layout data")

@@ -82,6 +82,10 @@ class TinyModelConfig(Section):
     pretrain_steps: int = Field(1200, ge=0, description="pretraining steps")
     pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
     pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
+    pretrain_summary_tokens: int = Field(
+        48, ge=8, description="docstring summaries are cut to this many tokens in pretraining, as inputs are in the "
+        "default task (data.max_source_tokens): longer ones would pad whole batches for a few rare summaries",
+    )
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="peak pretraining learning rate")
     pretrain_languages: list[Literal["python", "javascript"]] | None = Field(
         None, min_length=1,

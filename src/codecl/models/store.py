@@ -147,9 +147,14 @@ def ensure_tiny_model(
 
 def build_tiny_model(
     config: TinyModelConfig, corpus_fingerprint: str, corpus: PretrainingCorpus, directory: Path, log: Log,
+    snapshot_every: int = 0,
 ) -> Path:
     """Train the tokenizer, pretrain the model and write them with their record into `directory`, replacing
-    it in one rename so that an interrupted build never leaves a folder that looks finished."""
+    it in one rename so that an interrupted build never leaves a folder that looks finished.
+
+    `snapshot_every` > 0 also saves the model every that many steps into `{directory}.snapshots/step-N/`,
+    to measure score against pretraining time from one run; saving draws no random number, so the final
+    weights are the same with or without snapshots."""
     log(f"building the tiny model: tokenizer on {len(corpus.tokenizer_texts):,} train-split functions, pretraining "
         f"on {len(corpus.code_texts):,} (into {directory})")
     started = time.perf_counter()
@@ -158,7 +163,18 @@ def build_tiny_model(
     # whatever drew from it earlier in the process, so a rebuild can reproduce a shipped base bit for bit.
     torch.manual_seed(0)
     model = build_model(config, tokenizer)
-    record = pretrain(model, tokenizer, corpus, config, log=log)
+    snapshots = directory.with_name(directory.name + ".snapshots")
+
+    def snapshot(steps_done: int, seconds: float) -> None:
+        if snapshot_every and steps_done % snapshot_every == 0 and steps_done < config.pretrain_steps:
+            folder = snapshots / f"step-{steps_done}"
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            (folder / "snapshot.json").write_text(json.dumps({"of": directory.name, "step": steps_done,
+                                                              "pretraining_seconds": round(seconds, 1)}))
+            log(f"snapshot after {steps_done} steps ({seconds / 60:.1f} min) in {folder}")
+
+    record = pretrain(model, tokenizer, corpus, config, log=log, after_step=snapshot)
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)  # transformers 5 writes safetensors only
@@ -223,7 +239,9 @@ def ship_tiny_model(directory: Path, log: Log) -> Path:
     return target
 
 
-def pretrain_tiny_base(config: ExperimentConfig, config_path: Path, ship: bool, log: Log = log_to_stderr) -> str:
+def pretrain_tiny_base(
+    config: ExperimentConfig, config_path: Path, ship: bool, snapshot_every: int = 0, log: Log = log_to_stderr,
+) -> str:
     """`codecl pretrain`: build the tiny base exactly as `codecl run` would ask for it (same key, same
     corpus), always anew, and optionally ship it; returns what was written, with its checksums."""
     if config.model.name != "tiny":
@@ -231,7 +249,7 @@ def pretrain_tiny_base(config: ExperimentConfig, config_path: Path, ship: bool, 
                         "only the tiny preset (expected model.name: tiny)")
     request = tiny_model_request(config)
     directory = tiny_model_dir(request.config, request.corpus_fingerprint)
-    build_tiny_model(request.config, request.corpus_fingerprint, request.load_corpus(), directory, log)
+    build_tiny_model(request.config, request.corpus_fingerprint, request.load_corpus(), directory, log, snapshot_every)
     record = read_record(directory)
     # Rebuilding what is shipped is the reproducibility check: say whether the weights came out identical.
     shipped = read_record(shipped_models_dir() / directory.name)

@@ -146,7 +146,7 @@ def objective_examples(
         ]
     if corpus.pairs and (weights["docstring_to_code"] > 0 or weights["code_to_docstring"] > 0):
         summaries, codes = zip(*corpus.pairs)
-        summary_ids = tokenizer(list(summaries), truncation=True, max_length=length)["input_ids"]
+        summary_ids = tokenizer(list(summaries), truncation=True, max_length=config.pretrain_summary_tokens)["input_ids"]
         code_ids = tokenizer(list(codes), truncation=True, max_length=length)["input_ids"]
         examples["docstring_to_code"] = list(zip(summary_ids, code_ids))
         examples["code_to_docstring"] = list(zip(code_ids, summary_ids))
@@ -187,9 +187,10 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 def pretrain(
     model: T5ForConditionalGeneration, tokenizer: PreTrainedTokenizerFast, corpus: PretrainingCorpus,
     config: TinyModelConfig, seed: int = 0, log: Callable[[str], None] = print,
+    after_step: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Pretraining on a mixture of objectives (`config.objectives`) with AdamW and linear warmup/decay;
-    returns what to record."""
+    returns what to record. `after_step(steps_done, seconds)` runs after each update (snapshots)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     examples = objective_examples(tokenizer, corpus, config, rng)
@@ -215,6 +216,8 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         tokens += int(inputs.numel() + (labels != -100).sum())
         loss_value = loss.item()
+        if after_step is not None:
+            after_step(step + 1, time.perf_counter() - started)
         if step % 100 == 0 or step == config.pretrain_steps - 1:
             elapsed = time.perf_counter() - started
             log(f"pretrain step {step + 1}/{config.pretrain_steps} loss {loss_value:.3f} {tokens / elapsed:,.0f} tok/s")
