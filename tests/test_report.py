@@ -36,3 +36,22 @@ def test_one_row_per_trained_task_with_the_mean_over_finished_seeds():
 def test_results_from_before_the_diagnostic_have_no_table():
     old = {**RESULTS, "methods": {"full-ft": {"runs": [{"status": "ok"}]}}}
     assert degeneration_table(old) == []
+
+
+def test_the_corpus_line_names_its_checksum_sources_and_departures_from_the_pins():
+    from codecl.report import corpus_identity
+
+    corpus = {
+        "miner_version": "4", "python": "3.11.7", "corpus_sha256": "e9d92e89c8e61b42" + "0" * 48,
+        "counts": {"python": {"train": 23728}, "javascript": {"train": 10656}},
+        "sources": [{"language": "python", "source": "cpython-stdlib"}, {"language": "python", "source": "sympy@1.14.0"},
+                    {"language": "javascript", "source": "lodash@4.17.21"}],
+        "differs_from_pins": [],
+    }
+    assert corpus_identity(corpus) == (
+        "mined (miner v4, Python 3.11.7), sha256 `e9d92e89c8e61b42…`; python 2 sources, 23,728 train functions; "
+        "javascript 1 source, 10,656 train functions (each source's version in results.json); "
+        "every source at its pinned version"
+    )
+    corpus["differs_from_pins"] = ["sympy@1.14.0: pinned 1.14.0, mined 1.13.0"]
+    assert corpus_identity(corpus).endswith("off its pins: sympy@1.14.0: pinned 1.14.0, mined 1.13.0")

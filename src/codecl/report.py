@@ -180,6 +180,20 @@ def base_identity(base: dict) -> str:
             f"corpus `{base['corpus_fingerprint']}`, {origin}")
 
 
+def corpus_identity(corpus: dict) -> str:
+    """A mined corpus in one line: its checksum, its sources per language and the pins it departs from."""
+    sources: dict[str, list[str]] = {}
+    for source in corpus.get("sources") or []:
+        sources.setdefault(source["language"], []).append(source["source"])
+    counts = corpus.get("counts") or {}
+    parts = [f"{language} {len(names)} source{'' if len(names) == 1 else 's'}, {counts.get(language, {}).get('train', 0):,} train functions"
+             for language, names in sources.items()]
+    departures = corpus.get("differs_from_pins") or []
+    return (f"mined (miner v{corpus.get('miner_version')}, Python {corpus.get('python')}), sha256 "
+            f"`{corpus['corpus_sha256'][:16]}…`; " + "; ".join(parts) + " (each source's version in results.json); "
+            + (f"off its pins: {', '.join(map(str, departures))}" if departures else "every source at its pinned version"))
+
+
 def render(results: dict) -> str:
     evaluation = results["evaluation"]
     task_names = [t["name"] for t in results["tasks"]]
@@ -204,6 +218,7 @@ def render(results: dict) -> str:
         f"- Stream: {' → '.join(task_names)} ({results['config']['data']['task_format']}, data: {results['config']['data']['source']})",
         f"- Base model: {base_line}",
         *([f"- Base: {base_identity(base)}"] if base.get("weights_sha256") else []),
+        *([f"- Corpus: {corpus_identity(results['corpus'])}"] if (results.get("corpus") or {}).get("corpus_sha256") else []),
         f"- Scored on the {evaluation['split']} split, n per task: "
         + ", ".join(f"{t} {counts[t]}" for t in task_names)
         + f"; decoding: {evaluation['decoding']}, at most {evaluation['max_new_tokens']} new tokens",

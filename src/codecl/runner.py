@@ -9,7 +9,6 @@ unchanged, so its row repeats the previous one instead of decoding it all again.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -21,7 +20,8 @@ from accelerate.utils import set_seed
 
 from codecl import __version__
 from codecl.config import ExperimentConfig
-from codecl.data.tasks import build_stream
+from codecl.data.miner import corpus_manifest
+from codecl.data.tasks import build_stream, data_root
 from codecl.errors import UserError
 from codecl.evaluate.code_metrics import CODE_BLEU_VARIANT, SMOOTHED_BLEU_VARIANT
 from codecl.evaluate.decode import DEGENERATION, METRICS, Evaluation, evaluate_task
@@ -33,7 +33,7 @@ from codecl.methods import METHODS
 from codecl.memory import PeakMemory
 from codecl.metrics import eval_only_summary
 from codecl.models.load import BaseModel, load_pretrained
-from codecl.models.store import ensure_tiny_model, tiny_model_identity, tiny_model_request
+from codecl.models.store import ensure_tiny_model, log_to_stderr, tiny_model_identity, tiny_model_request
 from codecl.report import write_report
 from codecl.results import (
     aggregate_seeds, git_commit, now, package_versions, summarize_run, write_json_atomically,
@@ -45,10 +45,6 @@ from codecl.train import train_task
 BOOTSTRAP_RESAMPLES = 1000
 
 Log = Callable[[str], None]
-
-
-def log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
@@ -63,6 +59,14 @@ def load_base(config: ExperimentConfig, log: Log) -> BaseModel:
 def degeneration_line(task_names: list[str], degeneration: list[dict[str, float]]) -> str:
     """For the log, so a collapsed model shows while the run goes: `python distinct 12%, loops 80%`."""
     return ", ".join(f"{name} distinct {d['distinct']:.0f}%, loops {d['loop']:.0f}%" for name, d in zip(task_names, degeneration))
+
+
+def corpus_record(config: ExperimentConfig) -> dict:
+    """Where the stream's examples come from: a mined corpus's manifest (sources with versions and counts,
+    the pins it departs from, checksums), else the source and its folder."""
+    if config.data.source == "mined":
+        return {"source": "mined", **corpus_manifest(data_root(config.data))}
+    return {"source": config.data.source, "path": str(config.data.path) if config.data.path else None}
 
 
 def make_accelerator(precision: str) -> Accelerator:
@@ -93,6 +97,7 @@ class Run:
             "device": str(self.accelerator.device),
             "seeds": config.seeds,
             "base_model": {**self.base.provenance, "parameters": self.base.parameter_count},
+            "corpus": corpus_record(config),
             "tasks": [
                 {"name": t.name, "language": t.language, "examples": {s: len(e) for s, e in t.splits.items()}}
                 for t in self.tasks
