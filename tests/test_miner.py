@@ -817,9 +817,9 @@ def test_corpus_manifest_says_what_is_missing(tmp_path):
 
 
 @pytest.mark.parametrize("keep_manifest", [True, False])
-def test_the_corpus_fingerprint_follows_content_not_place_or_file_times(tmp_path, sources, keep_manifest):
+def test_the_corpus_fingerprint_follows_content_not_place_or_file_times(tmp_path, sources, keep_manifest, capsys):
     mine_local(tmp_path / "first", sources)
-    if not keep_manifest:  # a CodeSearchNet-layout folder the miner did not write: its train files are hashed
+    if not keep_manifest:  # a CodeSearchNet-layout folder the miner did not write
         (tmp_path / "first" / "MINED.json").unlink()
     shutil.copytree(tmp_path / "first", tmp_path / "copy")  # a new place and new file times
     train = tmp_path / "copy" / "python" / "final" / "jsonl" / "train" / "python_train_0.jsonl.gz"
@@ -829,6 +829,40 @@ def test_the_corpus_fingerprint_follows_content_not_place_or_file_times(tmp_path
         return corpus_fingerprint(DataConfig(source="local", path=tmp_path / folder, stream=["python"]))
 
     assert fingerprint("copy") == fingerprint("first")
-    if not keep_manifest:
-        train.write_bytes(gzip.compress(b"{}\n", mtime=0))
-        assert fingerprint("copy") != fingerprint("first")
+    # Another zlib's bytes for the same lines: the same corpus.
+    train.write_bytes(gzip.compress(gzip.decompress(train.read_bytes()), compresslevel=1, mtime=123))
+    assert fingerprint("copy") == fingerprint("first")
+    assert "warning" not in capsys.readouterr().err
+    # Edited after mining: a MINED.json, if there is one, must not hide it.
+    train.write_bytes(gzip.compress(b"{}\n", mtime=0))
+    assert fingerprint("copy") != fingerprint("first")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warnings == ([f"warning: {tmp_path / 'copy'}: python/final/jsonl/train/python_train_0.jsonl.gz changed "
+                         "after mining, so MINED.json no longer describes them; the corpus fingerprint follows the files"]
+                        if keep_manifest else [])
+
+
+def test_the_corpus_fingerprint_covers_the_train_files_the_reader_reads(tmp_path, sources):
+    mine_local(tmp_path / "out", sources)
+    python = tmp_path / "out" / "python"
+
+    def fingerprint() -> str:
+        return corpus_fingerprint(DataConfig(source="local", path=tmp_path / "out", stream=["python"]))
+
+    before = fingerprint()
+    (python / "train_notes.txt").write_text("not a split file")  # "train" in the name, never read
+    (python / "final" / "jsonl" / "train" / "README").write_text("not a split file either")
+    assert fingerprint() == before
+    extra = python / "final" / "jsonl" / "train" / "python_train_1.jsonl"  # read, though MINED.json lacks it
+    extra.write_text('{"extra": 1}\n')
+    assert fingerprint() != before
+    # An export laid out as <language>/train.jsonl is fingerprinted by that file.
+    export = tmp_path / "export" / "python"
+    export.mkdir(parents=True)
+    (export / "train.jsonl").write_text('{"a": 1}\n')
+    (export / "valid.jsonl").write_text('{"b": 1}\n')
+    exported = corpus_fingerprint(DataConfig(source="local", path=tmp_path / "export", stream=["python"]))
+    (export / "valid.jsonl").write_text('{"b": 2}\n')
+    assert corpus_fingerprint(DataConfig(source="local", path=tmp_path / "export", stream=["python"])) == exported
+    (export / "train.jsonl").write_text('{"a": 2}\n')
+    assert corpus_fingerprint(DataConfig(source="local", path=tmp_path / "export", stream=["python"])) != exported

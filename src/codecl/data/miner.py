@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from codecl.data.csn import SPLITS, format_split_counts
+from codecl.data.csn import SPLITS, format_split_counts, split_files
 from codecl.data.docstrings import first_paragraph, summary_tokens
 from codecl.data.functions import FoundFunction, javascript_functions, python_functions
 from codecl.data.leaks import remove_leaks
@@ -128,9 +128,10 @@ def write_jsonl_gz(path: Path, records: list[CodeRecord]) -> str:
 
 
 def split_checksum(path: Path) -> str:
-    """The sha256 of a split file's uncompressed lines, as `write_jsonl_gz` returns it."""
+    """The sha256 of a split file's uncompressed lines, as `write_jsonl_gz` returns it (`.jsonl`: of its bytes)."""
     checksum = hashlib.sha256()
-    with gzip.open(path, "rb") as lines:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as lines:
         for block in iter(lambda: lines.read(1 << 20), b""):
             checksum.update(block)
     return checksum.hexdigest()
@@ -252,27 +253,26 @@ def corpus_manifest(root: Path) -> dict:
 def train_checksums(root: Path, languages) -> list[str]:
     """`path sha256` of each train file of `languages` under a CodeSearchNet-layout `root`, sorted by path.
 
-    A mined corpus's come from its MINED.json (of the uncompressed lines); any other folder's train files
-    are hashed here, as they are on disk. Content, not file times, so every machine gets the same answer.
+    The files are those the reader reads (`split_files`), each hashed now as the miner hashes what it
+    writes (`split_checksum`: the uncompressed lines), so an unedited mined corpus gives the checksums
+    MINED.json records, and an edited one gives new ones. Content, not file times or compressed bytes,
+    so every machine gets the same answer. About 1.5 s for the default corpus's 20 MB of gzip.
     """
     root = Path(root)
+    checksums = {
+        path.relative_to(root).as_posix(): split_checksum(path)
+        for language in languages for path in split_files(root, language, "train")
+    }
     try:
-        checksums = json.loads((root / "MINED.json").read_text())["checksums"]
+        recorded = json.loads((root / "MINED.json").read_text())["checksums"]
     except (OSError, ValueError, KeyError, TypeError):
-        checksums = None  # not mined here, or by a miner before version 3
-    if checksums is None:
-        paths = [path for language in languages for path in (root / language).rglob("*train*") if path.is_file()]
-        checksums = {path.relative_to(root).as_posix(): file_checksum(path) for path in paths}
-    wanted = tuple(f"{language}/" for language in languages)
-    return [f"{path} {checksums[path]}" for path in sorted(checksums) if path.startswith(wanted) and "train" in path]
-
-
-def file_checksum(path: Path) -> str:
-    checksum = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            checksum.update(block)
-    return checksum.hexdigest()
+        recorded = {}  # not mined here, or by a miner before version 3
+    edited = [path for path in sorted(checksums) if path in recorded and recorded[path] != checksums[path]]
+    if edited:
+        # The files win, but results files copy MINED.json's checksums (`corpus_manifest`), which are now wrong.
+        print(f"warning: {root}: {', '.join(edited)} changed after mining, so MINED.json no longer describes "
+              f"them; the corpus fingerprint follows the files", file=sys.stderr)
+    return [f"{path} {checksums[path]}" for path in sorted(checksums)]
 
 
 def ensure_mined_corpus(languages=LANGUAGES) -> Path:
