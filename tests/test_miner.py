@@ -2,12 +2,15 @@
 
 import ast
 import gzip
+import io
 import json
 import os
 import random
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -17,7 +20,9 @@ from codecl.config import DataConfig
 from codecl.data import leaks, miner
 from codecl.data.csn import read_release_split
 from codecl.data.miner import mine_corpus, partition_of
-from codecl.data.sources import SUFFIXES, SitePackage, Source, installed_version, site_package_versions
+from codecl.data.sources import (
+    SUFFIXES, NpmPackage, SitePackage, Source, installed_version, npm_files, npm_tarball, site_package_versions,
+)
 from codecl.data.tasks import corpus_fingerprint, make_pair
 from codecl.errors import UserError
 
@@ -308,6 +313,64 @@ def test_missing_npm_and_missing_sources_say_what_to_do(tmp_path, monkeypatch):
         mine_corpus(tmp_path / "out", languages=("python",), use_stdlib=False)
     with pytest.raises(UserError, match=str(tmp_path / "absent")):
         mine_corpus(tmp_path / "out", languages=("python",), python_dirs=[tmp_path / "absent"], use_stdlib=False)
+
+
+LEFT_PAD = NpmPackage("left-pad", "1.3.0")
+LEFT_PAD_JS = b"/**\n * Pad the start of a string with a character.\n */\nfunction leftPad(text, length, character) {\n" + (
+    b"  text = character + text;\n" * 2000) + b"  return text;\n}\n"
+
+
+def npm_pack_output(files: dict[str, bytes]) -> bytes:
+    """A tarball laid out as `npm pack` writes one: everything under package/."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content in files.items():
+            member = tarfile.TarInfo(f"package/{name}")
+            member.size = len(content)
+            archive.addfile(member, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_gzip", "intact"])
+def test_a_damaged_npm_tarball_in_the_cache_is_one_error_saying_to_delete_it(tmp_path, monkeypatch, damage):
+    whole = npm_pack_output({"index.js": LEFT_PAD_JS, "package.json": b"{}"})
+    tarball = miner.cache_dir() / "npm" / "left-pad-1.3.0.tgz"
+    tarball.parent.mkdir(parents=True)
+    tarball.write_bytes({"truncated": whole[:len(whole) // 2], "not_gzip": b"<html>502 Bad Gateway</html>",
+                         "intact": whole}[damage])
+    monkeypatch.setattr("codecl.data.sources.NPM_PACKAGES", (LEFT_PAD,))
+    monkeypatch.setattr("codecl.data.sources.subprocess.run", lambda *args, **kwargs: pytest.fail("no network"))
+    if damage == "intact":  # the same tarball whole is read: the damage, not the fake, is what fails
+        assert [(f.path, f.content) for f in npm_files(LEFT_PAD)] == [("index.js", LEFT_PAD_JS)]
+        return
+    with pytest.raises(UserError) as raised:
+        mine_corpus(tmp_path / "out", languages=("javascript",))
+    assert re.fullmatch(rf"{re.escape(str(tarball))}: damaged npm tarball of left-pad@1\.3\.0 \(.+\); "
+                        "delete it to fetch it again", str(raised.value)), str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_npm_pack_leaves_the_cached_tarball_whole_or_absent(monkeypatch):
+    whole = npm_pack_output({"index.js": LEFT_PAD_JS})
+    monkeypatch.setattr("codecl.data.sources.shutil.which", lambda name: "/usr/bin/npm")
+
+    def pack(written: bytes, fails: bool):
+        def run(command, **kwargs):
+            destination = Path(command[command.index("--pack-destination") + 1])
+            (destination / "left-pad-1.3.0.tgz").write_bytes(written)
+            if fails:
+                raise subprocess.CalledProcessError(1, command, stderr="npm ERR! aborted")
+        return run
+
+    folder = miner.cache_dir() / "npm"
+    monkeypatch.setattr("codecl.data.sources.subprocess.run", pack(whole[:100], fails=True))  # cut off
+    with pytest.raises(UserError, match=r"`npm pack left-pad@1\.3\.0` failed.*npm ERR! aborted"):
+        npm_tarball(LEFT_PAD)
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr("codecl.data.sources.subprocess.run", pack(whole, fails=False))
+    assert npm_tarball(LEFT_PAD) == folder / "left-pad-1.3.0.tgz"
+    assert list(folder.iterdir()) == [folder / "left-pad-1.3.0.tgz"]
+    assert (folder / "left-pad-1.3.0.tgz").read_bytes() == whole
 
 
 # Sources planted with one leak of each kind, each on the far side of a split. Each language gets a

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tempfile
+import zlib
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -170,7 +172,11 @@ def site_package_files(package: SitePackage, version: str) -> Iterator[SourceFil
 
 
 def npm_tarball(package: NpmPackage) -> Path:
-    """The package's tarball from `npm pack`, downloaded once into the cache."""
+    """The package's tarball from `npm pack`, downloaded once into the cache.
+
+    `npm pack` writes into a fresh folder and the finished tarball is renamed into place, so an
+    interrupted download never leaves a partial tarball under the final name.
+    """
     folder = cache_dir() / "npm"
     tarball = folder / f"{package.name.lstrip('@').replace('/', '-')}-{package.version}.tgz"
     if tarball.exists():
@@ -179,15 +185,20 @@ def npm_tarball(package: NpmPackage) -> Path:
     if shutil.which("npm") is None:
         raise UserError(f"npm is not installed (needed to fetch {package.name}@{package.version}); {hint}")
     folder.mkdir(parents=True, exist_ok=True)
-    command = ["npm", "pack", f"{package.name}@{package.version}", "--pack-destination", str(folder), "--silent"]
+    packing = Path(tempfile.mkdtemp(prefix=f"{tarball.name}.", dir=folder))  # same file system: rename is atomic
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as problem:
-        details = (getattr(problem, "stderr", None) or str(problem)).strip().splitlines()
-        raise UserError(f"`npm pack {package.name}@{package.version}` failed, the npm registry may be unreachable "
-                        f"({details[-1] if details else 'no output'}); {hint}") from None
-    if not tarball.exists():
-        raise UserError(f"`npm pack` did not write {tarball}; {hint}")
+        command = ["npm", "pack", f"{package.name}@{package.version}", "--pack-destination", str(packing), "--silent"]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as problem:
+            details = (getattr(problem, "stderr", None) or str(problem)).strip().splitlines()
+            raise UserError(f"`npm pack {package.name}@{package.version}` failed, the npm registry may be unreachable "
+                            f"({details[-1] if details else 'no output'}); {hint}") from None
+        if not (packing / tarball.name).is_file():
+            raise UserError(f"`npm pack` did not write {tarball.name}; {hint}")
+        os.replace(packing / tarball.name, tarball)
+    finally:
+        shutil.rmtree(packing, ignore_errors=True)
     return tarball
 
 
@@ -198,15 +209,20 @@ def npm_source(package: NpmPackage) -> Source:
 def npm_files(package: NpmPackage) -> Iterator[SourceFile]:
     """The package's .js sources, read straight from its tarball, bundles and minified files left out."""
     repo = f"{package.name}@{package.version}"
-    with tarfile.open(npm_tarball(package), "r:gz") as archive:
-        # Read in archive order, then sort: reading a gzip stream out of order decompresses it again from
-        # the start for every file (three.js took 15 s instead of 0.4 s).
-        contents = {}
-        for member in archive:
-            path = member.name.split("/", 1)[-1]  # npm puts everything under "package/"
-            if (member.isfile() and path.endswith(".js") and not path.endswith(".min.js")
-                    and "node_modules/" not in path and not path.startswith(package.skip)):
-                contents[path] = archive.extractfile(member).read()
+    tarball = npm_tarball(package)
+    contents = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            # Read in archive order, then sort: reading a gzip stream out of order decompresses it again from
+            # the start for every file (three.js took 15 s instead of 0.4 s).
+            for member in archive:
+                path = member.name.split("/", 1)[-1]  # npm puts everything under "package/"
+                if (member.isfile() and path.endswith(".js") and not path.endswith(".min.js")
+                        and "node_modules/" not in path and not path.startswith(package.skip)):
+                    contents[path] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as problem:
+        raise UserError(f"{tarball}: damaged npm tarball of {repo} ({type(problem).__name__}: {problem}); "
+                        "delete it to fetch it again") from None
     for path in sorted(contents):
         yield SourceFile(repo, path, f"npm:{repo}/{path}", contents[path])
 
