@@ -18,10 +18,12 @@ import pytest
 
 from codecl.config import DataConfig
 from codecl.data import leaks, miner
+from codecl.data import sources as sources_module
 from codecl.data.csn import read_release_split
 from codecl.data.miner import mine_corpus, partition_of
 from codecl.data.sources import (
-    SUFFIXES, NpmPackage, SitePackage, Source, installed_version, npm_files, npm_tarball, site_package_versions,
+    SUFFIXES, NpmPackage, SitePackage, Source, installed_version, npm_files, npm_tarball, pinned_sources_hash,
+    site_package_versions,
 )
 from codecl.data.tasks import corpus_fingerprint, make_pair
 from codecl.errors import UserError
@@ -281,7 +283,7 @@ def test_ensure_mined_corpus_reuses_a_current_corpus(tmp_path, monkeypatch):
     out.mkdir()
     (out / "MINED.json").write_text(json.dumps(
         {"miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"],
-         "site_packages": site_package_versions()}
+         "site_packages": site_package_versions(), "sources_pinned": pinned_sources_hash()}
     ))
     monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: pytest.fail("should not mine again"))
     assert miner.ensure_mined_corpus(("python",)) == out
@@ -294,7 +296,7 @@ def test_ensure_mined_corpus_reuses_only_a_corpus_of_this_python(monkeypatch, py
     out = miner.cache_dir() / "csn-mined"  # CODECL_CACHE is a fresh folder per test (conftest)
     out.mkdir(parents=True)
     manifest = {"miner_version": miner.MINER_VERSION, "languages": ["python", "javascript"],
-                "site_packages": site_package_versions()}
+                "site_packages": site_package_versions(), "sources_pinned": pinned_sources_hash()}
     if python_version is not None:
         manifest["python"] = python_version
     (out / "MINED.json").write_text(json.dumps(manifest))
@@ -316,8 +318,8 @@ def test_missing_npm_and_missing_sources_say_what_to_do(tmp_path, monkeypatch):
 
 
 LEFT_PAD = NpmPackage("left-pad", "1.3.0")
-LEFT_PAD_JS = b"/**\n * Pad the start of a string with a character.\n */\nfunction leftPad(text, length, character) {\n" + (
-    b"  text = character + text;\n" * 2000) + b"  return text;\n}\n"
+LEFT_PAD_JS = (b"/**\n * Pad the start of a string with a filler.\n */\nfunction leftPad(text, length, character) {\n"
+               + b"  text = character + text;\n" * 2000 + b"  return text;\n}\n")
 
 
 def npm_pack_output(files: dict[str, bytes]) -> bytes:
@@ -783,6 +785,7 @@ def test_the_default_corpus_has_no_leaks_between_splits(tmp_path, language):
     except UserError as problem:  # JavaScript comes from the npm registry, which may be out of reach
         pytest.skip(f"could not mine the default {language} corpus: {problem}")
     assert min(summary.counts[language].values()) > 100
+    # 150 random held-out examples per split against every earlier one: all pairs would take hours.
     assert leaks_between_splits(tmp_path / "out", language, sample=150) == {
         "straddling": [], "contained": [], "near_duplicate": [], "same_docstring": [],
     }
@@ -844,12 +847,47 @@ def test_a_corpus_is_mined_again_when_an_installed_package_changes(monkeypatch):
     versions = {**site_package_versions(), "torch": "0.0.1"}
     (out / "MINED.json").write_text(json.dumps({
         "miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"],
-        "site_packages": versions,
+        "site_packages": versions, "sources_pinned": pinned_sources_hash(),
     }))
     calls = []
     monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: calls.append(kwargs))
     miner.ensure_mined_corpus(("python",))
     assert calls == [{"languages": ("python",)}]
+
+
+@pytest.mark.parametrize("pins_changed", [
+    "none", "npm_version", "npm_skip", "site_package_skip", "manifest_without_the_field",
+])
+def test_a_corpus_is_mined_again_when_the_pinned_source_lists_change(monkeypatch, pins_changed):
+    out = miner.cache_dir() / "csn-mined"  # CODECL_CACHE is a fresh folder per test (conftest)
+    out.mkdir(parents=True)
+    manifest = {"miner_version": miner.MINER_VERSION, "python": sys.version.split()[0], "languages": ["python"],
+                "site_packages": site_package_versions(), "sources_pinned": pinned_sources_hash()}
+    if pins_changed == "manifest_without_the_field":  # mined before the miner recorded it
+        del manifest["sources_pinned"]
+    (out / "MINED.json").write_text(json.dumps(manifest))
+    npm_packages, site_packages = list(sources_module.NPM_PACKAGES), list(sources_module.SITE_PACKAGES)
+    if pins_changed == "npm_version":
+        npm_packages[0] = npm_packages[0]._replace(version="0.0.1")
+    elif pins_changed == "npm_skip":
+        npm_packages[0] = npm_packages[0]._replace(skip=npm_packages[0].skip[1:])
+    elif pins_changed == "site_package_skip":
+        site_packages[0] = site_packages[0]._replace(skip=(*site_packages[0].skip, "torch/testing/"))
+    monkeypatch.setattr(sources_module, "NPM_PACKAGES", tuple(npm_packages))
+    monkeypatch.setattr(sources_module, "SITE_PACKAGES", tuple(site_packages))
+    calls = []
+    monkeypatch.setattr(miner, "mine_corpus", lambda *args, **kwargs: calls.append(kwargs))
+    assert miner.ensure_mined_corpus(("python",)) == out
+    assert calls == ([] if pins_changed == "none" else [{"languages": ("python",)}])
+
+
+def test_the_pinned_source_hash_is_recorded_without_touching_the_corpus(tmp_path, sources, monkeypatch):
+    mine_local(tmp_path / "first", sources)
+    monkeypatch.setattr(sources_module, "NPM_PACKAGES", sources_module.NPM_PACKAGES[1:])
+    mine_local(tmp_path / "again", sources)
+    first, again = (json.loads((tmp_path / folder / "MINED.json").read_text()) for folder in ("first", "again"))
+    assert first["sources_pinned"] != again["sources_pinned"] and len(first["sources_pinned"]) == 16
+    assert first["checksums"] == again["checksums"] and first["corpus_sha256"] == again["corpus_sha256"]
 
 
 def test_checksums_follow_the_content_of_each_split(tmp_path, sources):
@@ -900,9 +938,9 @@ def test_the_corpus_fingerprint_follows_content_not_place_or_file_times(tmp_path
     train.write_bytes(gzip.compress(b"{}\n", mtime=0))
     assert fingerprint("copy") != fingerprint("first")
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
-    assert warnings == ([f"warning: {tmp_path / 'copy'}: python/final/jsonl/train/python_train_0.jsonl.gz changed "
-                         "after mining, so MINED.json no longer describes them; the corpus fingerprint follows the files"]
-                        if keep_manifest else [])
+    edited = (f"warning: {tmp_path / 'copy'}: python/final/jsonl/train/python_train_0.jsonl.gz changed after mining, "
+              "so MINED.json no longer describes them; the corpus fingerprint follows the files")
+    assert warnings == ([edited] if keep_manifest else [])
 
 
 def test_the_corpus_fingerprint_covers_the_train_files_the_reader_reads(tmp_path, sources):

@@ -26,7 +26,9 @@ from codecl.data.docstrings import first_paragraph, summary_tokens
 from codecl.data.functions import FoundFunction, javascript_functions, python_functions
 from codecl.data.leaks import remove_leaks
 from codecl.data.records import CodeRecord
-from codecl.data.sources import TEST_DIRS, Source, default_sources, folder_files, site_package_versions
+from codecl.data.sources import (
+    TEST_DIRS, Source, default_sources, folder_files, pinned_sources_hash, site_package_versions,
+)
 from codecl.errors import UserError
 from codecl.paths import cache_dir
 
@@ -193,8 +195,9 @@ def mine_corpus(
     """Mine functions into `{out}/{language}/final/jsonl/{split}/{language}_{split}_0.jsonl.gz`.
 
     `{out}/MINED.json` records the sources with their versions, the counts per split, the drops per
-    filter rule, the leaks removed per split and rule (`remove_leaks`), the checksums and the miner
-    version. Default sources: the standard library and `SITE_PACKAGES` (`use_stdlib`), `NPM_PACKAGES` (`use_npm`).
+    filter rule, the leaks removed per split and rule (`remove_leaks`), the checksums, the miner
+    version and a hash of the pinned source lists (`pinned_sources_hash`). Default sources: the
+    standard library and `SITE_PACKAGES` (`use_stdlib`), `NPM_PACKAGES` (`use_npm`).
     """
     started = time.perf_counter()
     split_ratios = tuple(float(ratio) for ratio in split_ratios)
@@ -227,6 +230,7 @@ def mine_corpus(
         "miner_version": MINER_VERSION, "python": sys.version.split()[0], "languages": list(languages),
         "split_ratios": list(split_ratios), "sources": source_counts,
         "differs_from_pins": differences_from_pins(source_counts), "site_packages": site_package_versions(),
+        "sources_pinned": pinned_sources_hash(),
         "counts": counts, "dropped": dropped, "leak_removed": leak_removed, "checksums": checksums,
         "corpus_sha256": corpus_checksum(checksums), "seconds": summary.seconds, "leak_seconds": leak_seconds,
     }
@@ -278,8 +282,9 @@ def train_checksums(root: Path, languages) -> list[str]:
 def ensure_mined_corpus(languages=LANGUAGES) -> Path:
     """`cache_dir()/csn-mined`, mined with the default sources unless a corpus of this miner version is there.
 
-    The corpus must also come from this Python version and these installed `SITE_PACKAGES`: its
-    Python part is their source code.
+    The corpus must also come from this Python version, these installed `SITE_PACKAGES` (its Python
+    part is their source code) and these pinned source lists (`pinned_sources_hash`: a changed pin
+    or skip list changes what is mined).
     """
     out = cache_dir() / "csn-mined"
     wanted = set(languages)
@@ -288,7 +293,8 @@ def ensure_mined_corpus(languages=LANGUAGES) -> Path:
     except (OSError, ValueError):
         manifest = {}  # absent or unreadable: mine again
     if (manifest.get("miner_version") == MINER_VERSION and manifest.get("python") == sys.version.split()[0]
-            and manifest.get("site_packages") == site_package_versions()):
+            and manifest.get("site_packages") == site_package_versions()
+            and manifest.get("sources_pinned") == pinned_sources_hash()):
         if wanted <= set(manifest.get("languages", [])):
             return out
         wanted |= set(manifest.get("languages", []))  # the manifest is rewritten, so keep what it listed

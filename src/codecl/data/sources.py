@@ -6,6 +6,7 @@ Every default source is pinned, so two machines with the same pins mine the same
 where Python or the virtual environment is installed.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -138,6 +139,11 @@ def installed_version(name: str) -> str | None:
 def site_package_versions() -> dict[str, str | None]:
     """The installed version of each of `SITE_PACKAGES` (None where missing): a mined corpus is current only for these."""
     return {package.name: installed_version(package.name) for package in SITE_PACKAGES}
+
+
+def pinned_sources_hash() -> str:
+    """A short hash of `SITE_PACKAGES` and `NPM_PACKAGES` with their skip lists: a mined corpus is current for these."""
+    return hashlib.sha256(f"{SITE_PACKAGES!r}\n{NPM_PACKAGES!r}".encode()).hexdigest()[:16]
 
 
 def site_package_source(package: SitePackage) -> Source:
