@@ -131,7 +131,7 @@ def build_stream(config: DataConfig, tokenizer, eval_split: str) -> list[Task]:
 
 class PretrainingCorpus(NamedTuple):
     tokenizer_texts: list[str]  # every stream language's train split
-    code_texts: list[str]  # the pretraining languages' train functions, docstrings included (span corruption)
+    code_texts: list[str]  # pretraining languages' train `code` (span corruption): Python with docstrings, JS without JSDoc
     code_languages: list[str]  # the language of each of code_texts
     pairs: list[tuple[str, str]]  # their (docstring summary, code) pairs (bimodal dual generation)
     description: dict  # what was read, for the base model's record
