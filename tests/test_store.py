@@ -1,6 +1,7 @@
 """The tiny base's store: checksums recorded and verified, shipped bases used or refused, `codecl pretrain`."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ from codecl.config import TinyModelConfig, load_config
 from codecl.data.tasks import PretrainingCorpus
 from codecl.errors import UserError
 from codecl.models.store import (
-    RECORD, WEIGHTS, ensure_tiny_model, sha256_of, ship_tiny_model, tiny_model_dir, tiny_model_identity,
-    tiny_model_request,
+    RECORD, WEIGHTS, checksum_problem, ensure_tiny_model, sha256_of, ship_tiny_model, tiny_model_dir,
+    tiny_model_identity, tiny_model_request,
 )
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
@@ -82,6 +83,24 @@ def test_a_damaged_cached_base_is_named_in_one_line_and_rebuilt(damage):
     assert json.loads((directory / RECORD).read_text())["weights_sha256"] == sha256_of(weights)
 
 
+def test_a_file_the_record_does_not_list_makes_a_cached_base_rebuilt():
+    directory = build()
+    (directory / "added_tokens.json").write_text('{"<evil>": 0}')
+    lines = []
+    assert ensure_tiny_model(CONFIG, "corpus-a", fake_corpus, log=lines.append) == directory
+    assert "added_tokens.json" in lines[0] and "does not list" in lines[0] and "\n" not in lines[0]
+    assert not (directory / "added_tokens.json").exists()
+
+
+def test_a_record_of_another_key_is_a_problem():
+    directory = build()
+    record = json.loads((directory / RECORD).read_text())
+    assert checksum_problem(directory) is None
+    (directory / RECORD).write_text(json.dumps({**record, "key": "0123456789ab"}))
+    problem = checksum_problem(directory)
+    assert "0123456789ab" in problem and directory.name.removeprefix("tiny-") in problem
+
+
 def test_a_matching_shipped_base_is_used_in_place_without_pretraining(shipped_dir):
     shipped = ship_tiny_model(build(), log=lambda line: None)
     assert shipped.parent == shipped_dir
@@ -100,6 +119,26 @@ def test_a_damaged_shipped_base_is_refused_never_rebuilt():
     assert (shipped / "tokenizer.json").read_text() == "{}"
 
 
+def test_a_shipped_base_with_a_file_the_record_does_not_list_is_refused():
+    shipped = ship_tiny_model(build(), log=lambda line: None)
+    (shipped / "added_tokens.json").write_text('{"<evil>": 0}')
+    with pytest.raises(UserError) as error:
+        ensure_tiny_model(CONFIG, "corpus-a", no_corpus, log=lambda line: None)
+    assert "added_tokens.json" in str(error.value) and "git checkout" in str(error.value)
+    assert (shipped / "added_tokens.json").exists()
+
+
+def test_a_leftover_staging_folder_is_never_taken_for_a_base(shipped_dir):
+    shipped = ship_tiny_model(build(), log=lambda line: None)
+    leftover = shipped.with_name(f"{shipped.name}.partial12345")
+    shutil.copytree(shipped, leftover)
+    record = json.loads((leftover / RECORD).read_text())
+    (leftover / RECORD).write_text(json.dumps({**record, "recipe": "codecl tiny v0"}))
+    lines = []
+    ship_tiny_model(build("corpus-b"), log=lines.append)  # would remove a base of another recipe
+    assert leftover.is_dir() and not any(leftover.name in line for line in lines)
+
+
 def test_without_a_matching_shipped_base_it_says_why_and_builds_here():
     ship_tiny_model(build("corpus-a"), log=lambda line: None)
     lines = []
@@ -109,15 +148,25 @@ def test_without_a_matching_shipped_base_it_says_why_and_builds_here():
     assert "corpus-b" in lines[0] and "the machine that made the shipped one" in lines[0]
 
 
-def test_shipping_replaces_what_it_supersedes_and_keeps_other_configs(shipped_dir):
+def test_shipping_removes_only_other_recipes_and_keeps_other_corpora_and_configs(shipped_dir):
     other_config = CONFIG.model_copy(update={"d_model": 8, "d_ff": 16})
-    kept = ship_tiny_model(build("corpus-a", other_config), log=lambda line: None)
-    old = ship_tiny_model(build("corpus-a"), log=lambda line: None)
+    other_config_base = ship_tiny_model(build("corpus-a", other_config), log=lambda line: None)
+    other_corpus = ship_tiny_model(build("corpus-a"), log=lambda line: None)
+    # A base of an earlier recipe version: its key differs, and no codecl of this version asks for it.
+    old_recipe = shipped_dir / "tiny-000000000000"
+    shutil.copytree(other_corpus, old_recipe)
+    record = json.loads((old_recipe / RECORD).read_text())
+    (old_recipe / RECORD).write_text(json.dumps({**record, "recipe": "codecl tiny v0", "key": "000000000000"}))
     lines = []
-    new = ship_tiny_model(build("corpus-b"), log=lines.append)  # the same config over a corpus since changed
-    assert sorted(shipped_dir.iterdir()) == sorted([kept, new])
-    recipe = json.loads((new / RECORD).read_text())["recipe"]
-    assert lines == [f"removed {old}: superseded by {new.name} ({recipe}, corpus corpus-a)"]
+    # The same config over another corpus, e.g. shipped from a machine with another Python patch version.
+    new = ship_tiny_model(build("corpus-b"), log=lines.append)
+    assert sorted(shipped_dir.iterdir()) == sorted([other_config_base, other_corpus, new])
+    assert lines == [
+        f"removed {old_recipe}: superseded by {new.name} (codecl tiny v0, corpus corpus-a)",
+        f"kept {other_corpus}: the same config over another corpus (corpus-a), which other machines may still "
+        f"build; if none does, remove it with `git rm -r {other_corpus}`",
+    ]
+    assert ensure_tiny_model(CONFIG, "corpus-a", no_corpus, log=lambda line: None) == other_corpus
 
 
 def test_pretrain_through_the_command_line_ships_what_run_then_loads(fixtures_dir, shipped_dir, tmp_path, capsys):
@@ -147,6 +196,14 @@ def test_pretrain_through_the_command_line_ships_what_run_then_loads(fixtures_di
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"codecl: error: shipped tiny base {shipped / WEIGHTS}: sha256")
     assert "Traceback" not in done.stderr
+
+
+def test_pretrain_refuses_a_negative_snapshot_interval_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["pretrain", str(SMOKE), "--snapshot-every", "-1"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --snapshot-every: expected 0 or more, got -1")
 
 
 def test_pretrain_refuses_a_config_without_the_tiny_preset(capsys):

@@ -117,6 +117,14 @@ def command_methods(args: argparse.Namespace) -> None:
                 print(f"    {field} = {info.default!r}: {info.description}")
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse `type=`: its ValueError becomes argparse's own one-line usage error."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codecl", description="Continual learning for code models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, as for `codecl run`")
     pretrain.add_argument("--ship", action="store_true",
                           help="also copy it into the shipped folder the repository carries (src/codecl/models/shipped/), "
-                               "replacing the shipped base of the same key and those it supersedes")
-    pretrain.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                               "replacing the shipped base of the same key and removing those of another recipe "
+                               "version; bases of other configs or corpora stay")
+    pretrain.add_argument("--snapshot-every", type=non_negative_int, default=0, metavar="N",
                           help="also save the model every N steps into FOLDER.snapshots/step-N/, to measure score "
-                               "against pretraining time (the final weights are the same)")
+                               "against pretraining time (the final weights are the same); 0, the default, saves none")
     pretrain.set_defaults(handler=command_pretrain)
 
     data = commands.add_parser("data", help="prepare and inspect CodeSearchNet-layout data")

@@ -9,6 +9,9 @@ sha256 of every other file in it, checked each time the base is used:
   cannot drift from another. A shipped file that fails its checksum is refused, never rebuilt over.
 - `cache_dir()/models/tiny-<key>/` is built here when nothing shipped matches. The cache is ours: a
   folder that fails its checksum is deleted and built again.
+
+A folder is staged as `tiny-<key>.partial<pid>` and renamed when complete; such leftovers, and the
+`tiny-<key>.snapshots` folders, are never taken for a base.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def tiny_model_request(config: ExperimentConfig) -> TinyModelRequest:
     )
 
 
+def base_folders(root: Path) -> list[Path]:
+    """The bases in `root`: folders named `tiny-<key>`, never a staging `.partial<pid>` or `.snapshots` one."""
+    return sorted(folder for folder in root.glob("tiny-*") if folder.is_dir() and "." not in folder.name)
+
+
 def tiny_model_key(config: TinyModelConfig, corpus_fingerprint: str) -> str:
     return hashlib.sha1(
         json.dumps([TINY_VERSION, config.model_dump(), corpus_fingerprint], sort_keys=True).encode()
@@ -90,11 +98,21 @@ def read_record(folder: Path) -> dict | None:
 
 
 def checksum_problem(folder: Path) -> str | None:
-    """None when every file `codecl_base.json` lists has its recorded sha256, else the first problem, one line."""
+    """None when the folder holds exactly the files `codecl_base.json` lists, each with its recorded sha256,
+    and the record's key is the folder's (`tiny-<key>`); else the first problem, one line.
+
+    A file the record does not list is a problem too: Hugging Face loads whatever it finds
+    (`added_tokens.json`, `special_tokens_map.json`, ...), so an unlisted file could change the base unchecked."""
     record = read_record(folder)
     files = record.get("files") if record else None
     if not isinstance(files, dict) or WEIGHTS not in files:
         return f"{folder / RECORD}: missing or unreadable, or records no checksums (expected a 'files' mapping with {WEIGHTS})"
+    folder_key = folder.name.removeprefix("tiny-")
+    if "key" in record and record["key"] != folder_key:
+        return f"{folder / RECORD}: records key {record['key']!r}, but the folder is that of key {folder_key!r}"
+    unlisted = sorted({path.name for path in folder.iterdir()} - set(files) - {RECORD})
+    if unlisted:
+        return f"{folder}: holds {', '.join(unlisted)}, which {RECORD} does not list"
     for name, expected in sorted(files.items()):
         path = folder / name
         if not path.is_file():
@@ -107,7 +125,7 @@ def checksum_problem(folder: Path) -> str | None:
 
 def pretraining_estimate(config: TinyModelConfig) -> str:
     """How long building takes, from a shipped base of the same tiny config (its corpus differs), if any."""
-    for folder in sorted(shipped_models_dir().glob("tiny-*")):
+    for folder in base_folders(shipped_models_dir()):
         record = read_record(folder) or {}
         if record.get("config") == config.model_dump() and isinstance(record.get("total_seconds"), (int, float)):
             return f"about {record['total_seconds'] / 60:.0f} minutes on the machine that made the shipped one"
@@ -175,7 +193,8 @@ def build_tiny_model(
             log(f"snapshot after {steps_done} steps ({seconds / 60:.1f} min) in {folder}")
 
     record = pretrain(model, tokenizer, corpus, config, log=log, after_step=snapshot)
-    staging = directory.with_name(directory.name + ".partial")
+    # Per process: two builds of the same key would otherwise delete each other's staging folder.
+    staging = directory.with_name(f"{directory.name}.partial{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)  # transformers 5 writes safetensors only
     tokenizer.save_pretrained(staging)
@@ -210,10 +229,17 @@ def tiny_model_identity(directory: Path) -> dict:
 
 
 def superseded(old: dict, new: dict) -> bool:
-    """An old shipped base that can never be asked for again once `new` ships: another recipe version (the
-    key holds it), or the same recipe, tiny config, data source and languages over a corpus since changed."""
-    if old.get("recipe") != new["recipe"]:
-        return True
+    """An old shipped base that no codecl can ask for once `new` ships: another recipe version (the key
+    holds it, and this codecl builds only its own).
+
+    A base of the same recipe over another corpus is not superseded: the corpus depends on the machine
+    (another Python's standard library, another npm pin), so machines that still build that corpus still
+    ask for it."""
+    return old.get("recipe") != new["recipe"]
+
+
+def same_config_other_corpus(old: dict, new: dict) -> bool:
+    """The same recipe, tiny config, data source and languages as `new`, over another corpus."""
     same_data = ("source", "pretraining_languages", "tokenizer_languages")
     return old.get("config") == new["config"] and all(
         (old.get("corpus") or {}).get(name) == new["corpus"].get(name) for name in same_data
@@ -222,21 +248,39 @@ def superseded(old: dict, new: dict) -> bool:
 
 def ship_tiny_model(directory: Path, log: Log) -> Path:
     """Copy a built base into `shipped_models_dir()`, replacing the shipped base of the same key and removing
-    the ones it supersedes (`superseded`); shipped bases of other tiny configs or data stay."""
+    those of another recipe version (`superseded`). Shipped bases of other tiny configs, data or corpora
+    stay; one log line per base of this config over another corpus says how to remove it by hand."""
     shipped_root = shipped_models_dir()
     target = shipped_root / directory.name
-    staging = target.with_name(target.name + ".partial")
+    staging = target.with_name(f"{target.name}.partial{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(directory, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     record = read_record(target)
-    for other in sorted(shipped_root.glob("tiny-*")):
-        old = read_record(other) if other.is_dir() and other != target else None
-        if old is not None and superseded(old, record):
+    for other in base_folders(shipped_root):
+        old = read_record(other) if other != target else None
+        if old is None:
+            continue
+        if superseded(old, record):
             shutil.rmtree(other)
             log(f"removed {other}: superseded by {target.name} ({old.get('recipe')}, corpus {old.get('corpus_fingerprint')})")
+        elif same_config_other_corpus(old, record):
+            log(f"kept {other}: the same config over another corpus ({old.get('corpus_fingerprint')}), which other "
+                f"machines may still build; if none does, remove it with `git rm -r {other}`")
     return target
+
+
+def comparison_with_shipped(built: dict, shipped: dict | None, ship: bool) -> list[str]:
+    """Rebuilding what is shipped is the reproducibility check: one line saying whether the weights came
+    out identical to the shipped base of the same key (none when nothing of that key is shipped)."""
+    if shipped is None:
+        return []
+    return [
+        f"the shipped base of this key had weights sha256 {str(shipped.get('weights_sha256'))[:16]}…: "
+        + ("identical" if shipped.get("weights_sha256") == built["weights_sha256"] else "different")
+        + ("" if ship else "; `codecl run` keeps using the shipped one (--ship replaces it)")
+    ]
 
 
 def pretrain_tiny_base(
@@ -251,13 +295,7 @@ def pretrain_tiny_base(
     directory = tiny_model_dir(request.config, request.corpus_fingerprint)
     build_tiny_model(request.config, request.corpus_fingerprint, request.load_corpus(), directory, log, snapshot_every)
     record = read_record(directory)
-    # Rebuilding what is shipped is the reproducibility check: say whether the weights came out identical.
-    shipped = read_record(shipped_models_dir() / directory.name)
-    comparison = [] if shipped is None else [
-        f"the shipped base of this key had weights sha256 {str(shipped.get('weights_sha256'))[:16]}…: "
-        + ("identical" if shipped.get("weights_sha256") == record["weights_sha256"] else "different")
-        + ("" if ship else "; `codecl run` keeps using the shipped one (--ship replaces it)")
-    ]
+    comparison = comparison_with_shipped(record, read_record(shipped_models_dir() / directory.name), ship)
     written = ship_tiny_model(directory, log) if ship else directory
     lines = [
         f"wrote {written}" + (f" (built in {directory})" if ship else ""),
