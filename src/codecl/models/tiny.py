@@ -1,17 +1,19 @@
 """The `tiny` preset: a small T5 and a byte-level BPE tokenizer that codecl trains itself, offline.
 
 The continual stream should start from a model that already knows some code, as CodeT5 does, so the
-tiny model is pretrained with T5's span corruption on the code of *train* splits only: no validation or
-test function is ever seen. By default only the first task's language is pretrained on, so every later
-language of the stream is new to the model; the tokenizer is trained on every stream language's train
-split, as a multilingual tokenizer would be. The result is an ordinary Hugging Face folder, cached under
-`cache_dir()/models/`, and `codecl_base.json` in it records how it was made.
+tiny model is pretrained with CodeT5's objectives (`objective_examples`: span corruption, masked
+identifier prediction, and the bimodal dual generation docstring -> code and code -> docstring) on the
+*train* splits only: no validation or test function is ever seen. By default only the first task's
+language is pretrained on, so every later language of the stream is new to the model; the tokenizer
+is trained on every stream language's train split, as a multilingual tokenizer would be. Where the
+result is kept, checked and shipped is `codecl.models.store`'s business.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from typing import Callable
 
@@ -20,7 +22,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from codecl.config import TinyModelConfig
-from codecl.data.leaks import IDENTIFIER, KEYWORDS
+from codecl.errors import UserError
+from codecl.data.docstrings import strip_docstring
+from codecl.data.leaks import KEYWORDS
 from codecl.data.tasks import PretrainingCorpus
 
 TINY_VERSION = 3  # bump when the recipe changes, so cached models are rebuilt
@@ -104,22 +108,28 @@ def build_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return T5ForConditionalGeneration(t5_config)
 
 
+# A name in running text: not the tail of a longer word or number (`0x1F` holds no name `x1F`).
+NAME = re.compile(r"(?<![\w$])[A-Za-z_$][\w$]*")
+
+
 def identifier_masking(
     code: str, language: str, tokenizer: PreTrainedTokenizerFast, max_tokens: int,
 ) -> tuple[list[int], list[int]] | None:
     """CodeT5's masked identifier prediction (Wang et al. 2021, §3.2): every identifier of the code is
     replaced by a sentinel, the same sentinel for each occurrence of one name, and the target lists each
-    sentinel followed by its name. Names are found as the leak detector finds them (a regex outside
-    reserved words), a cheap stand-in for CodeT5's parser that also renames words inside strings."""
-    names = list(dict.fromkeys(
-        name for name in IDENTIFIER.findall(code) if name not in KEYWORDS[language]
-    ))[:NUM_SENTINELS]
+    sentinel followed by its name. The docstring is removed first, so that its words are not taken for
+    names; names are found by a regex outside reserved words, a cheap stand-in for CodeT5's parser that
+    also renames words inside strings and comments. Only names still in the input after it is cut to
+    `max_tokens` are asked for."""
+    code = strip_docstring(code, language)
+    names = list(dict.fromkeys(name for name in NAME.findall(code) if name not in KEYWORDS[language]))[:NUM_SENTINELS]
     if not names:
         return None
     sentinel = {name: f"<extra_id_{i}>" for i, name in enumerate(names)}
-    masked = IDENTIFIER.sub(lambda match: sentinel.get(match.group(0), match.group(0)), code)
-    target = "".join(f"{sentinel[name]}{name}" for name in names)
+    masked = NAME.sub(lambda match: sentinel.get(match.group(0), match.group(0)), code)
     inputs = tokenizer(masked, truncation=True, max_length=max_tokens)["input_ids"]
+    present = set(tokenizer.convert_ids_to_tokens(inputs))
+    target = "".join(f"{sentinel[name]}{name}" for name in names if sentinel[name] in present)
     labels = tokenizer(target, truncation=True, max_length=max_tokens)["input_ids"]
     return inputs, labels
 
@@ -130,7 +140,8 @@ def objective_examples(
     """(input ids, target ids) for each objective whose weight is above 0, from the train splits only.
 
     Span corruption packs all code into fixed-length windows and corrupts each once; the dual generation
-    objectives are the docstring-to-code task and its reverse, cut to `pretrain_sequence_tokens`.
+    objectives are the docstring-to-code task and its reverse, summaries cut to `pretrain_summary_tokens`
+    and code to `pretrain_sequence_tokens`.
     """
     weights, length = config.objectives.model_dump(), config.pretrain_sequence_tokens
     examples: dict[str, list[tuple[list[int], list[int]]]] = {}
@@ -195,7 +206,12 @@ def pretrain(
     torch.manual_seed(seed)
     examples = objective_examples(tokenizer, corpus, config, rng)
     if not examples:
-        raise ValueError("the pretraining corpus gives no example for any objective with a weight above 0")
+        wanted = ", ".join(name for name, weight in config.objectives.model_dump().items() if weight > 0)
+        raise UserError(
+            f"model.tiny.objectives: the train split gives no pretraining example for {wanted} (span corruption "
+            f"needs at least pretrain_sequence_tokens={config.pretrain_sequence_tokens} tokens of code, the dual "
+            f"generation functions with docstrings)"
+        )
     sampler = ObjectiveSampler(examples, config.objectives.model_dump(), rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_learning_rate, weight_decay=0.01)
     warmup = max(1, config.pretrain_steps // 20)
@@ -203,9 +219,13 @@ def pretrain(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (config.pretrain_steps - s) / (config.pretrain_steps - warmup + 1)))
     )
     model.train()
-    started, tokens, loss_value = time.perf_counter(), 0, math.nan
+    started, tokens = time.perf_counter(), 0
+    # Each batch is one objective, so one batch's loss jumps with the objective drawn: log each
+    # objective's mean over the steps since the last line instead.
+    recent: dict[str, list[float]] = {name: [] for name in examples}
+    last: dict[str, float] = {name: math.nan for name in examples}
     for step in range(config.pretrain_steps):
-        _, batch = sampler.draw(config.pretrain_batch_size)
+        objective, batch = sampler.draw(config.pretrain_batch_size)
         inputs = _pad([b[0] for b in batch], tokenizer.pad_token_id)
         labels = _pad([b[1] for b in batch], -100)
         loss = model(input_ids=inputs, attention_mask=(inputs != tokenizer.pad_token_id).long(), labels=labels).loss
@@ -215,18 +235,21 @@ def pretrain(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += int(inputs.numel() + (labels != -100).sum())
-        loss_value = loss.item()
+        recent[objective].append(loss.item())
         if after_step is not None:
             after_step(step + 1, time.perf_counter() - started)
         if step % 100 == 0 or step == config.pretrain_steps - 1:
             elapsed = time.perf_counter() - started
-            log(f"pretrain step {step + 1}/{config.pretrain_steps} loss {loss_value:.3f} {tokens / elapsed:,.0f} tok/s")
+            last.update({name: sum(values) / len(values) for name, values in recent.items() if values})
+            losses = ", ".join(f"{name} {value:.3f}" for name, value in sorted(last.items()))
+            log(f"pretrain step {step + 1}/{config.pretrain_steps} loss {losses} {tokens / elapsed:,.0f} tok/s")
+            recent = {name: [] for name in examples}
     model.eval()
     return {
         "objectives": {name: config.objectives.model_dump()[name] for name in sorted(examples)},
         "steps": config.pretrain_steps,
         "sequences": {name: len(pairs) for name, pairs in sorted(examples.items())},
-        "final_loss": loss_value,
+        "final_loss": {name: round(value, 4) for name, value in sorted(last.items())},
         "tokens_seen": tokens,
         "seconds": round(time.perf_counter() - started, 1),
         "seed": seed,
