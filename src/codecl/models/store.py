@@ -209,6 +209,8 @@ def build_tiny_model(
         corpus=corpus.description,
         corpus_fingerprint=corpus_fingerprint,
         total_seconds=round(time.perf_counter() - started, 1),
+        # Float sums are ordered by the thread count, so a build is reproduced bit for bit only with as many.
+        torch_threads=torch.get_num_threads(), torch_version=torch.__version__,
         weights_sha256=files[WEIGHTS],
         files=files,
     )
