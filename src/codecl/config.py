@@ -57,7 +57,8 @@ class DataConfig(Section):
 
 
 class PretrainObjectives(Section):
-    """Each objective's share of the pretraining sequences (weights, normalised over those above 0)."""
+    """Each objective's share of the pretraining batches (weights, normalised over those above 0; each batch is
+    drawn from one objective)."""
 
     span_corruption: float = Field(1.0, ge=0, description="T5's span corruption of code with its docstring")
     identifier_masking: float = Field(
