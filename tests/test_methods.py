@@ -12,7 +12,8 @@ from transformers import T5ForConditionalGeneration
 from codecl.config import TrainConfig
 from codecl.data.tasks import Example
 from codecl.errors import UserError
-from codecl.evaluate.decode import decoder_cache
+from codecl.config import EvalConfig
+from codecl.evaluate.decode import decoder_cache, generations
 from codecl.methods import METHODS
 from codecl.methods.growth import base_name
 from codecl.train import train_task
@@ -161,6 +162,24 @@ def test_generate_with_cache_equals_without(name, trained, tiny_base, tiny_batch
     for task in (0, 1):
         method.use_task(model, task)
         assert torch.equal(greedy(model, tiny_batch, use_cache=True), greedy(model, tiny_batch, use_cache=False))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_codecl_greedy_decoding_gives_generates_tokens(name, trained, tiny_base, tiny_batch):
+    """Evaluation decodes with codecl's own greedy loop: through every method's modules, it must pick
+    the tokens generate() picks (without a KV cache, the plainest reference)."""
+    method, model, _ = trained(name, tiny_base, tiny_batch)
+    tokenizer = tiny_base[1]
+    examples = examples_from(tiny_batch, tokenizer)[:2]
+    for task in (0, 1):
+        method.use_task(model, task)
+        with torch.no_grad():
+            reference = model.generate(input_ids=tiny_batch["input_ids"], attention_mask=tiny_batch["attention_mask"],
+                                       do_sample=False, max_new_tokens=12, use_cache=False)
+        expected = [[t for t in row[1:].tolist() if t != tokenizer.pad_token_id] for row in reference]
+        expected = [row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row for row in expected]
+        got = generations(model, tokenizer, examples, EvalConfig(batch_size=2, max_new_tokens=12), Accelerator(cpu=True))
+        assert [g.token_ids for g in got] == expected
 
 
 @pytest.mark.parametrize("name", CASES)

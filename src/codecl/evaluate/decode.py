@@ -2,7 +2,9 @@
 
 Greedy by default (beam search when `num_beams > 1`), never sampling: a model that did not change must
 score exactly what it scored before, so any difference between two rows is the method's doing.
-Inputs are decoded in batches of similar length, so little compute goes to padding.
+Inputs are decoded in batches of similar length, so little compute goes to padding. Greedy search runs
+codecl's own loop (`greedy.py`), which gives generate()'s tokens faster; beam search and sampling
+run `generate()`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from codecl.data.batching import collate
 from codecl.data.tasks import Example
 from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, codexglue_code_bleu, edit_similarity
 from codecl.evaluate.degeneration import distinct_share, loop_share
+from codecl.evaluate.greedy import greedy_decode, plain_greedy
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu, exact_match
 
@@ -90,27 +93,37 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
     outputs: list[list[Generation]] = [[] for _ in examples]
     max_new_tokens = config.new_tokens(language) if language else config.max_new_tokens
     model.eval()
+    greedy = not options.get("do_sample") and options.get("num_beams", 1) == 1 and plain_greedy(
+        getattr(model, "generation_config", None))
     # Sampling n outputs per input multiplies the rows decoded together.
     batch_size = max(1, config.batch_size // per_example)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         batch = collate([examples[i].source_ids for i in indices], [[0]] * len(indices), tokenizer.pad_token_id)
-        with accelerator.autocast():
-            output = model.generate(
-                input_ids=batch["input_ids"].to(accelerator.device),
-                attention_mask=batch["attention_mask"].to(accelerator.device),
-                max_new_tokens=max_new_tokens,
-                cache=decoder_cache(model),
-                **options,
-            )
-        texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        input_ids = batch["input_ids"].to(accelerator.device)
+        attention_mask = batch["attention_mask"].to(accelerator.device)
+        if greedy:
+            rows = greedy_decode(model, input_ids, attention_mask, max_new_tokens, tokenizer.eos_token_id,
+                                 start_token(model), accelerator.autocast)
+        else:
+            with accelerator.autocast():
+                output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                        max_new_tokens=max_new_tokens, cache=decoder_cache(model), **options)
+            rows = [row[1:].tolist() for row in output]  # row[0] is the decoder's start token, not generated
+        texts = tokenizer.batch_decode(rows, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         generated = [
-            Generation(text, *_until_eos(row[1:].tolist(), tokenizer.eos_token_id, max_new_tokens))
-            for text, row in zip(texts, output)  # row[0] is the decoder's start token, not generated
+            Generation(text, *_until_eos(row, tokenizer.eos_token_id, max_new_tokens)) for text, row in zip(texts, rows)
         ]
         for position, i in enumerate(indices):
             outputs[i] = generated[position * per_example : (position + 1) * per_example]
     return outputs
+
+
+def start_token(model: nn.Module) -> int:
+    """The decoder's first input, as generate() takes it: the generation config's, else the model config's."""
+    generation_config = getattr(model, "generation_config", None)
+    start = getattr(generation_config, "decoder_start_token_id", None)
+    return start if start is not None else model.config.decoder_start_token_id
 
 
 def _until_eos(token_ids: list[int], eos_id: int, max_new_tokens: int) -> tuple[list[int], bool]:
