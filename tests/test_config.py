@@ -48,6 +48,8 @@ def test_method_defaults_to_its_key_and_an_alias_names_another():
         ("name: x\nmethods: {lora: {rank: 3}}\n", [], "methods.lora.rank: unknown key"),
         ("name: x\nmethods: {lora: {r: 0}}\n", [], "methods.lora.r: Input should be greater than or equal to 1"),
         ("name: x\nmethods: {frozen: {}}\ndata: {source: local}\n", [], "data.path is required"),
+        ("name: x\nmethods: {frozen: {}}\n", ["model.tiny.pretrain_steps=0"],
+         "model.tiny.pretrain_steps: Input should be greater than or equal to 1"),
         ("name: [x\n", [], "invalid YAML"),
         ("- a list\n", [], "expected a mapping"),
     ],

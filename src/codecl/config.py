@@ -80,7 +80,7 @@ class TinyModelConfig(Section):
     d_ff: int = Field(512, ge=8, description="feed-forward width")
     num_heads: int = Field(4, ge=1, description="attention heads")
     num_layers: int = Field(2, ge=1, description="encoder layers (the decoder has as many)")
-    pretrain_steps: int = Field(1200, ge=0, description="pretraining steps")
+    pretrain_steps: int = Field(1200, ge=1, description="pretraining steps")
     pretrain_batch_size: int = Field(32, ge=1, description="sequences per pretraining step")
     pretrain_sequence_tokens: int = Field(128, ge=16, description="tokens per pretraining sequence")
     pretrain_summary_tokens: int = Field(
