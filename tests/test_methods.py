@@ -9,10 +9,9 @@ from accelerate import Accelerator
 from peft import PeftModel
 from transformers import T5ForConditionalGeneration
 
-from codecl.config import TrainConfig
+from codecl.config import EvalConfig, TrainConfig
 from codecl.data.tasks import Example
 from codecl.errors import UserError
-from codecl.config import EvalConfig
 from codecl.evaluate.decode import decoder_cache, generations
 from codecl.methods import METHODS
 from codecl.methods.growth import base_name
@@ -165,7 +164,7 @@ def test_generate_with_cache_equals_without(name, trained, tiny_base, tiny_batch
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_codecl_greedy_decoding_gives_generates_tokens(name, trained, tiny_base, tiny_batch):
+def test_codecl_greedy_decoding_gives_generates_tokens(name, trained, tiny_base, tiny_batch, monkeypatch):
     """Evaluation decodes with codecl's own greedy loop: through every method's modules, it must pick
     the tokens generate() picks (without a KV cache, the plainest reference)."""
     method, model, _ = trained(name, tiny_base, tiny_batch)
@@ -178,7 +177,9 @@ def test_codecl_greedy_decoding_gives_generates_tokens(name, trained, tiny_base,
                                        do_sample=False, max_new_tokens=12, use_cache=False)
         expected = [[t for t in row[1:].tolist() if t != tokenizer.pad_token_id] for row in reference]
         expected = [row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row for row in expected]
-        got = generations(model, tokenizer, examples, EvalConfig(batch_size=2, max_new_tokens=12), Accelerator(cpu=True))
+        with monkeypatch.context() as patched:  # the loop must decode, not generate()
+            patched.setattr(model, "generate", lambda *a, **k: pytest.fail("generate() decoded"))
+            got = generations(model, tokenizer, examples, EvalConfig(batch_size=2, max_new_tokens=12), Accelerator(cpu=True))
         assert [g.token_ids for g in got] == expected
 
 

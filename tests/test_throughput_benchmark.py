@@ -19,7 +19,7 @@ def test_smoke_run_compares_every_arm(mined_corpus, tmp_path):
     out = done.stdout
     for arm in ("codecl full-ft", "codecl LoRA", "HF Trainer full-ft (random)", "HF Trainer full-ft (group_by_length)",
                 "HF Trainer+PEFT LoRA (random)", "HF Trainer+PEFT LoRA (group_by_length)",
-                "codecl generate", "HF model.generate (unsorted batches of 64)"):
+                "codecl generate", "HF model.generate (unsorted batches of 64)", "HF model.generate (codecl's sorted batches)"):
         assert f"round 1 {arm} " in out, arm
     assert re.search(r"^training ratio: .* = [\d.]+x \(target ≥ 2\.0x\)", out, re.M)
     assert re.search(r"^decoding ratio: .* = [\d.]+x \(target ≥ 3\.0x\)", out, re.M)

@@ -1,11 +1,12 @@
 import math
+from types import SimpleNamespace
 
 import torch
 from accelerate import Accelerator
 
 from codecl.config import TrainConfig
 from codecl.data.tasks import Example
-from codecl.train import train_task, warmup_then_linear_decay
+from codecl.train import fused_adamw, train_task, warmup_then_linear_decay
 
 
 def examples(tokenizer, n=8):
@@ -159,3 +160,11 @@ def test_a_method_that_raises_leaves_nothing_prepared_in_the_shared_accelerator(
             extra_loss=crash, log=lambda line: None,
         )
     assert accelerator._models == [] and accelerator._optimizers == []
+
+
+def test_fused_adamw_only_where_no_gradient_scaler_must_see_dropped_steps():
+    assert fused_adamw(SimpleNamespace(device=torch.device("cpu"), scaler=None))
+    assert fused_adamw(SimpleNamespace(device=torch.device("cuda"), scaler=None))
+    # Under fp16 a fused AdamW would skip an overflowing step inside its kernel, unseen by the guard.
+    assert not fused_adamw(SimpleNamespace(device=torch.device("cuda"), scaler=object()))
+    assert not fused_adamw(SimpleNamespace(device=torch.device("mps"), scaler=None))

@@ -22,7 +22,7 @@ from codecl.data.batching import collate
 from codecl.data.tasks import Example
 from codecl.evaluate.code_metrics import codebleu, codexglue_bleu, codexglue_code_bleu, edit_similarity
 from codecl.evaluate.degeneration import distinct_share, loop_share
-from codecl.evaluate.greedy import greedy_decode, plain_greedy
+from codecl.evaluate.greedy import greedy_decode, plain_greedy, start_token
 from codecl.evaluate.syntax import syntax_validity
 from codecl.evaluate.text import corpus_bleu, exact_match
 
@@ -93,8 +93,9 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
     outputs: list[list[Generation]] = [[] for _ in examples]
     max_new_tokens = config.new_tokens(language) if language else config.max_new_tokens
     model.eval()
+    generation_config = getattr(model, "generation_config", None)
     greedy = not options.get("do_sample") and options.get("num_beams", 1) == 1 and plain_greedy(
-        getattr(model, "generation_config", None))
+        generation_config, tokenizer.eos_token_id)
     # Sampling n outputs per input multiplies the rows decoded together.
     batch_size = max(1, config.batch_size // per_example)
     for start in range(0, len(order), batch_size):
@@ -104,7 +105,7 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
         attention_mask = batch["attention_mask"].to(accelerator.device)
         if greedy:
             rows = greedy_decode(model, input_ids, attention_mask, max_new_tokens, tokenizer.eos_token_id,
-                                 start_token(model), accelerator.autocast)
+                                 start_token(generation_config), accelerator.autocast())
         else:
             with accelerator.autocast():
                 output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
@@ -117,13 +118,6 @@ def _decode(model, tokenizer, examples, config, accelerator, language, per_examp
         for position, i in enumerate(indices):
             outputs[i] = generated[position * per_example : (position + 1) * per_example]
     return outputs
-
-
-def start_token(model: nn.Module) -> int:
-    """The decoder's first input, as generate() takes it: the generation config's, else the model config's."""
-    generation_config = getattr(model, "generation_config", None)
-    start = getattr(generation_config, "decoder_start_token_id", None)
-    return start if start is not None else model.config.decoder_start_token_id
 
 
 def _until_eos(token_ids: list[int], eos_id: int, max_new_tokens: int) -> tuple[list[int], bool]:
