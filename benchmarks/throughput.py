@@ -552,6 +552,7 @@ def main(argv: list[str] | None = None) -> None:
     from codecl.config import load_config
     from codecl.data.tasks import build_stream
     from codecl.errors import UserError
+    from codecl.results import git_commit
     from codecl.runner import load_base, log_to_stderr, make_accelerator
 
     transformers.logging.set_verbosity_error()
@@ -580,8 +581,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# codecl throughput benchmark, {datetime.now():%Y-%m-%d %H:%M}")
     print(f"machine: {machine_description(args.device)}; device {args.device}, precision {args.precision}")
+    commit = git_commit()
     print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"peft {peft.__version__}")
+          f"peft {peft.__version__}; codecl commit {(commit['commit'] or 'unknown')[:12]}{' (dirty)' if commit['dirty'] else ''}")
     print(f"config {args.config}{' ' + ' '.join(args.set) if args.set else ''}; task {task.name}: "
           f"{len(task.splits['train'])} training examples, batch {batch_size}; shapes {', '.join(args.shapes)}; "
           f"rounds {args.rounds}; training steps {', '.join(f'{n} {s}' for n, s in train_steps.items())}; decoded examples "

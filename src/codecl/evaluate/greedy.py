@@ -1,6 +1,6 @@
 """Greedy decoding without `generate()`'s per-step costs, token for token what `generate()` returns.
 
-Three costs of `model.generate` on small models are avoided (measured with `benchmarks/throughput.py`):
+Three costs of `model.generate` on small models are avoided (`benchmarks/throughput.py` measures the gain):
 - its default KV cache concatenates every layer's keys and values at every step, so step t copies t
   positions: here each self-attention layer writes into room reserved for every step, in place;
 - its per-step machinery (logits processors, stopping criteria, the bookkeeping of finished rows);
