@@ -65,14 +65,16 @@ def main() -> None:
         seconds, predictions = timed(lambda: generate(model, tokenizer, examples, config.eval, accelerator, task.language))
         rows.append((f"{task.name}: decode {len(examples)} (batch {config.eval.batch_size})", seconds, True))
         rows.append((f"{task.name}: decode {len(examples)} (batch 64, reference)", seconds_64, False))
-        for name, metric in [
+        metrics = [
             ("sacrebleu BLEU", lambda: corpus_bleu(predictions, references)),
             ("CodeXGLUE code-to-text BLEU", lambda: codexglue_bleu(predictions, references)),
             ("CodeXGLUE text-to-code BLEU", lambda: codexglue_code_bleu(predictions, references)),
-            ("CodeBLEU", lambda: codebleu(predictions, references, task.language)),
             ("edit similarity (rapidfuzz)", lambda: edit_similarity(predictions, references)),
-            ("syntax", lambda: syntax_validity(predictions, task.language)),
-        ]:
+        ]
+        if task.target_language is not None:  # CodeBLEU and syntax score code targets only
+            metrics += [("CodeBLEU", lambda: codebleu(predictions, references, task.target_language)),
+                        ("syntax", lambda: syntax_validity(predictions, task.target_language))]
+        for name, metric in metrics:
             rows.append((f"{task.name}: {name}", timed(metric)[0], True))
         textbook, _ = timed(lambda: [textbook_levenshtein(p, r) for p, r in zip(predictions, references)])
         rows.append((f"{task.name}: edit similarity (textbook DP, reference)", textbook, False))

@@ -245,7 +245,8 @@ def learning_rate(bench: Bench, method: str) -> float:
 def train_with_codecl(bench: Bench, shape: Shape, method: str, steps: int) -> Measured:
     """The runner's way: the method from the registry, attached to a copy, `train_task` on task 0."""
     from codecl.methods import METHODS
-    from codecl.train import train_task
+    from codecl.methods.base import TaskData
+    from codecl.runner import train_method_on_task
 
     method_config = bench.config.methods[method]
     model = copy.deepcopy(shape.model)
@@ -254,12 +255,11 @@ def train_with_codecl(bench: Bench, shape: Shape, method: str, steps: int) -> Me
     started = time.perf_counter()
     continual = METHODS[method_config.method or method].build(method_config)
     model = continual.attach(model).to(bench.device)
-    parameters = continual.begin_task(model, 0)
-    result = train_task(
-        model, parameters, bench.train_examples[: steps * bench.config.train.batch_size],
-        bench.config.train.model_copy(update={"epochs": 1}), learning_rate=learning_rate(bench, method),
-        accelerator=bench.accelerator, pad_id=bench.tokenizer.pad_token_id, seed=0,
-        extra_loss=continual.extra_loss, log=lambda line: None,
+    task = TaskData(0, bench.train_examples[: steps * bench.config.train.batch_size], [],
+                    bench.tokenizer.pad_token_id, bench.accelerator.device)
+    _, result = train_method_on_task(
+        continual, model, task, bench.config.train.model_copy(update={"epochs": 1}),
+        learning_rate=learning_rate(bench, method), accelerator=bench.accelerator, seed=0, log=lambda line: None,
     )
     synchronize(bench.device)
     seconds = time.perf_counter() - started
@@ -503,7 +503,7 @@ def protocol_estimate(bench: Bench, shape: Shape, base_config_path: Path, overri
     full_rate, lora_rate = median_rate(shape.training["codecl full-ft"]), median_rate(shape.training["codecl LoRA"])
     # Generated tokens/s; a model that stopped at once would make this 0, so at least one token a sample.
     decode_rate = median_rate(shape.decoding[CODECL_DECODE]) * max(1.0, shape.generated_tokens_per_sample)
-    tasks, epochs = len(protocol.data.stream), protocol.train.epochs
+    tasks, epochs = len(protocol.data.tasks()), protocol.train.epochs
     train_tokens_per_method = tasks * protocol.data.train_examples * epochs * tokens_per_example
     evaluation_seconds = tasks * tasks * PROTOCOL_EVAL_EXAMPLES * generated_per_sample / decode_rate  # after every task, every task
     start_row_seconds = tasks * PROTOCOL_EVAL_EXAMPLES * generated_per_sample / decode_rate  # row 0, once for all
@@ -519,9 +519,9 @@ def protocol_estimate(bench: Bench, shape: Shape, base_config_path: Path, overri
     total_seconds = len(protocol.seeds) * sum(per_method.values()) + start_row_seconds
     print(f"\n## Protocol estimate: {PROTOCOL_CONFIG.relative_to(REPO)} at codet5-small's measured rates on this machine")
     print("assumptions:")
-    print(f"- {tasks} tasks ({' -> '.join(protocol.data.stream)}), {protocol.data.train_examples:,} training examples each, "
+    print(f"- {tasks} tasks ({' -> '.join(task.name for task in protocol.data.tasks())}), {protocol.data.train_examples:,} training examples each, "
           f"{epochs:g} epochs, {len(protocol.methods)} methods ({', '.join(protocol.methods)}), {len(protocol.seeds)} seeds")
-    print(f"- {tokens_per_example:.1f} useful tokens per training example of this corpus's {', '.join(at_limits.data.stream)} at the protocol's limits "
+    print(f"- {tokens_per_example:.1f} useful tokens per training example of this corpus's {', '.join(at_limits.data.languages())} at the protocol's limits "
           f"({protocol.data.max_source_tokens}/{protocol.data.max_target_tokens}; {shape.train_tokens_per_example:.1f} in this "
           f"benchmark's examples), trained at this benchmark's tokens/s (batch {bench.config.train.batch_size}, the protocol's "
           f"is {protocol.train.batch_size})")

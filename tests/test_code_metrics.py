@@ -179,8 +179,18 @@ def test_edit_similarity_matches_the_textbook_distance():
         assert edit_similarity([a], [b]) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("language, code", [("python", "def f(a):\n    return a + 1"), ("javascript", "function f(a) { return a + 1; }")])
-def test_codebleu_runs_for_both_languages(language, code):
+@pytest.mark.parametrize(
+    "language, code",
+    [
+        ("python", "def f(a):\n    return a + 1"),
+        ("javascript", "function f(a) { return a + 1; }"),
+        ("go", "func f(a int) int {\n\tb := a + 1\n\treturn b\n}"),
+        ("java", "public int f(int a) { int b = a + 1; return b; }"),
+        ("php", "public function f($a) { $b = $a + 1; return $b; }"),
+        ("ruby", "def f(a)\n  b = a + 1\n  b\nend"),
+    ],
+)
+def test_codebleu_runs_for_every_stream_language(language, code):
     score, problem = codebleu([code], [code], language)
     assert problem is None and score == pytest.approx(100.0)
     lower, _ = codebleu(["x = 1"], [code], language)

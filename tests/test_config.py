@@ -9,7 +9,7 @@ from codecl.errors import UserError
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "codet5-small-csn"])
+@pytest.mark.parametrize("name", ["default", "smoke", "codet5-small-csn", "three-tasks"])
 def test_shipped_configs_validate(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     assert {"frozen", "full-ft", "lora"} <= set(config.methods)

@@ -167,6 +167,36 @@ def test_invalid_javascript(code):
     assert not is_valid_syntax(code, "javascript")
 
 
+@pytest.mark.parametrize(
+    "language, code",
+    [
+        ("go", "func (s *Server) Start(port int) error {\n\treturn s.listen(port)\n}"),
+        ("java", "@Override\npublic int add(int a, int b) {\n    return a + b;\n}"),
+        ("java", "public Point(int x) { this.x = x; }"),  # a constructor: valid inside a class only
+        ("php", "public static function add($a, $b)\n{\n    return $a + $b;\n}"),  # no `<?php`, as in CodeSearchNet
+        ("ruby", "def add(a, b)\n  a + b\nend"),
+    ],
+)
+def test_valid_code_in_the_other_codesearchnet_languages(language, code):
+    assert is_valid_syntax(code, language)
+
+
+@pytest.mark.parametrize(
+    "language, code",
+    [
+        ("go", "func add(a int, b int) int {\n\treturn a +\n}"),
+        ("go", "func add(a int) int {\n\treturn a\n"),  # unclosed brace
+        ("java", "public int add(int a, int b) { return a + ; }"),
+        ("java", "public int add(int a) { return a; } }"),  # extra brace, in and out of the wrapper
+        ("php", "function add($a, $b) { return $a + $b }"),  # missing `;`
+        ("php", "} $x = 1; {"),  # would borrow the wrapper's braces
+        ("ruby", "def add(a, b)\n  a + b\n"),  # missing `end`
+    ],
+)
+def test_invalid_code_in_the_other_codesearchnet_languages(language, code):
+    assert not is_valid_syntax(code, language)
+
+
 def _node_types_and_missing(code):
     parser = Parser(Language(tree_sitter_javascript.language()))
     cursor = parser.parse(code.encode()).walk()

@@ -2,7 +2,8 @@
 
 CodeSearchNet (Husain et al. 2019, §2.1) keeps only the first paragraph of each function's
 documentation as the query, and its Python `code` field still contains the docstring, so a model
-asked to write code from a docstring must be given the code with the docstring taken out.
+asked to write code from a docstring must be given the code with the docstring taken out. In the other
+five languages the documentation is the comment before the function, and `code` starts after it.
 """
 
 import ast
@@ -22,8 +23,16 @@ GRAMMARS = {"python": tree_sitter_python.language, "javascript": tree_sitter_jav
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 TAG_LINE = re.compile(r"^\s*@\w")
 SUMMARY_TOKEN = re.compile(r"\w+|[^\w\s]")
-# Comments at the very start of a JavaScript function's text: `/* ... */` blocks and `//` lines.
-LEADING_JS_COMMENT = re.compile(r"\A\s*(?:/\*.*?\*/|//[^\n]*)\s*", re.DOTALL)
+# Comments at the very start of a function's text: `/* ... */` blocks and `//` lines in the C family; PHP
+# also has `#` lines (not `#[`, an attribute); Ruby has `#` lines and `=begin ... =end` blocks.
+LEADING_C_COMMENT = re.compile(r"\A\s*(?:/\*.*?\*/|//[^\n]*)\s*", re.DOTALL)
+LEADING_COMMENTS = {
+    "javascript": LEADING_C_COMMENT,
+    "java": LEADING_C_COMMENT,
+    "go": LEADING_C_COMMENT,
+    "php": re.compile(r"\A\s*(?:/\*.*?\*/|//[^\n]*|#(?!\[)[^\n]*)\s*", re.DOTALL),
+    "ruby": re.compile(r"\A\s*(?:#[^\n]*|^=begin\b.*?^=end\b[^\n]*)\s*", re.DOTALL | re.MULTILINE),
+}
 # Only plain and raw string literals are docstrings; f-strings and bytes are not (PEP 257).
 DOCSTRING_PREFIX = re.compile(r"\A[rRuU]?['\"]")
 
@@ -107,24 +116,29 @@ def strip_docstring(code: str, language: str) -> str:
 
     Python: remove the docstring statement and the lines it stood on, with the blank lines that
     separated it from the code; a body that was only a docstring becomes `pass` so it still parses.
-    JavaScript: CodeSearchNet's `code` starts after the leading comment, so only a `/* */` or `//`
-    comment at the very start is removed, if there is one.
+    JavaScript, Java, Go, PHP and Ruby: CodeSearchNet's `code` starts after the documenting comment, so
+    only comments at the very start are removed, if there are any (a no-op on CodeSearchNet's own data).
     """
-    if language == "javascript":
-        stripped = code
-        while match := LEADING_JS_COMMENT.match(stripped):
-            if not match.group(0).strip():
-                break
-            stripped = stripped[match.end():]
-        return stripped
+    if language in LEADING_COMMENTS:
+        return strip_leading_comments(code, LEADING_COMMENTS[language])
     if language != "python":
-        raise ValueError(f"strip_docstring supports python and javascript, not {language!r}")
+        raise ValueError(f"strip_docstring supports {', '.join(['python', *LEADING_COMMENTS])}, not {language!r}")
     source = code.encode("utf-8")
     function = first_python_function(parse_source(source, "python"))
     statement = python_docstring_statement(function) if function else None
     if statement is None:
         return code
     return remove_python_statement(source, statement).decode("utf-8")
+
+
+def strip_leading_comments(code: str, leading_comment: re.Pattern) -> str:
+    """`code` without the comments (and the whitespace around them) that it starts with."""
+    stripped = code
+    while match := leading_comment.match(stripped):
+        if not match.group(0).strip():
+            break
+        stripped = stripped[match.end():]
+    return stripped
 
 
 def remove_python_statement(source: bytes, statement: Node) -> bytes:

@@ -121,7 +121,11 @@ def edit_similarity(predictions: Sequence[str], references: Sequence[str]) -> fl
 
 
 def codebleu(predictions: Sequence[str], references: Sequence[str], language: str) -> tuple[float | None, str | None]:
-    """CodeBLEU x 100, or (None, why) when the package cannot run: a missing metric, never a 0."""
+    """CodeBLEU x 100, or (None, why) when the package cannot run: a missing metric, never a 0.
+
+    The package scores all six CodeSearchNet languages, each through its tree-sitter grammar package
+    (tree-sitter-go, -java, -php, -ruby beside Python's and JavaScript's); a language it lacks, or a
+    grammar not installed, is the reason given."""
     try:
         from codebleu import calc_codebleu
 

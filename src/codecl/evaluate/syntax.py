@@ -1,8 +1,9 @@
-"""Whether generated code parses: Python with the interpreter's parser, JavaScript with tree-sitter.
+"""Whether generated code parses: Python with the interpreter's parser, the other CodeSearchNet
+languages (JavaScript, Go, Java, PHP, Ruby) with tree-sitter.
 
 Generated code is usually one function, and often a method lifted out of its class. A check that
-only accepted whole programs would call every JavaScript method wrong, so fragments are also tried
-inside the smallest wrapper that makes such a piece of code legal.
+only accepted whole programs would call every JavaScript or PHP method (and Java constructor) wrong,
+so fragments are also tried inside the smallest wrapper that makes such a piece of code legal.
 """
 
 from __future__ import annotations
@@ -13,29 +14,45 @@ import textwrap
 import warnings
 from typing import Iterable, Sequence
 
+import tree_sitter_go
+import tree_sitter_java
 import tree_sitter_javascript
+import tree_sitter_php
+import tree_sitter_ruby
 from tree_sitter import Language, Node, Parser
 
 from codecl.errors import UserError
 
-SUPPORTED_LANGUAGES = ("python", "javascript")
+# The grammars are the versions the codebleu package parses with (see pyproject.toml). PHP's
+# `language_php_only` reads PHP without the `<?php` tag that CodeSearchNet's functions lack.
+TREE_SITTER_GRAMMARS = {
+    "javascript": tree_sitter_javascript.language,
+    "go": tree_sitter_go.language,
+    "java": tree_sitter_java.language,
+    "php": tree_sitter_php.language_php_only,
+    "ruby": tree_sitter_ruby.language,
+}
+SUPPORTED_LANGUAGES = ("python", *TREE_SITTER_GRAMMARS)
 
-# Wrappers that turn a JavaScript fragment into a program. The newlines keep a trailing `//` comment
-# from eating the closing brace.
-# A method definition: `foo(a) {}`, `async foo() {}`, `get x() {}`.
+# Wrappers that turn a fragment into a program. The newlines keep a trailing `//` comment from eating
+# the closing brace.
+# A method definition: `foo(a) {}`, `async foo() {}`, `get x() {}` (JavaScript); `public function f() {}`
+# (PHP); a constructor `public Foo(int a) {}` (Java, whose tree-sitter grammar takes other methods as programs).
 _CLASS_PREFIX, _CLASS_SUFFIX = "class _ {\n", "\n}"
 # An object-literal property: `foo: function (a) {},`.
 _OBJECT_PREFIX, _OBJECT_SUFFIX = "({\n", "\n})"
+# Go and Ruby methods are top-level declarations, programs on their own.
+_CLASS_MEMBER_LANGUAGES = ("javascript", "java", "php")
 
 
 def is_valid_syntax(code: str, language: str) -> bool:
-    """True when ``code`` parses without error in ``language`` ("python" or "javascript").
+    """True when ``code`` parses without error in ``language`` (one of SUPPORTED_LANGUAGES).
 
     Python: ``ast.parse`` of the dedented code (methods arrive indented), with the grammar of the
     running interpreter, so Python 2 code such as ``print x`` is invalid.
-    JavaScript: the tree-sitter JavaScript grammar, valid when the tree has no ERROR and no MISSING
-    node, trying the code as a program, then as a class member, then as an object-literal property.
-    Empty or whitespace-only code is invalid.
+    The others: the language's tree-sitter grammar, valid when the tree has no ERROR and no MISSING
+    node, trying the code as a program, then (JavaScript, Java, PHP) as a class member, then (JavaScript)
+    as an object-literal property. Empty or whitespace-only code is invalid.
     """
     if language not in SUPPORTED_LANGUAGES:
         raise UserError(
@@ -46,7 +63,7 @@ def is_valid_syntax(code: str, language: str) -> bool:
         return False
     if language == "python":
         return _is_valid_python(code)
-    return _is_valid_javascript(code)
+    return _is_valid_tree_sitter(code, language)
 
 
 def syntax_validity(codes: Sequence[str], language: str) -> float:
@@ -68,14 +85,18 @@ def _is_valid_python(code: str) -> bool:
     return True
 
 
-def _is_valid_javascript(code: str) -> bool:
-    parser = _javascript_parser()
+def _is_valid_tree_sitter(code: str, language: str) -> bool:
+    parser = _parser(language)
     if _parses_cleanly(parser.parse(code.encode("utf-8")).root_node):
         return True
+    if language not in _CLASS_MEMBER_LANGUAGES:
+        return False
     as_class_member = (_CLASS_PREFIX + code + _CLASS_SUFFIX).encode("utf-8")
     root = parser.parse(as_class_member).root_node
     if _parses_cleanly(root) and _is_single_class_spanning(root, len(as_class_member)):
         return True
+    if language != "javascript":
+        return False
     as_object_property = (_OBJECT_PREFIX + code + _OBJECT_SUFFIX).encode("utf-8")
     root = parser.parse(as_object_property).root_node
     return _parses_cleanly(root) and _is_single_object_spanning(root, len(as_object_property))
@@ -123,7 +144,12 @@ def _walk(root: Node) -> Iterable[Node]:
 
 
 @functools.lru_cache(maxsize=None)
-def _javascript_parser() -> Parser:
+def _parser(language: str) -> Parser:
     # Building the Language and Parser costs far more than a parse, and a parser keeps no state
     # from one parse to the next.
-    return Parser(Language(tree_sitter_javascript.language()))
+    return Parser(Language(TREE_SITTER_GRAMMARS[language]()))
+
+
+def _javascript_parser() -> Parser:
+    """The JavaScript parser; `humaneval_js` checks whole programs with it."""
+    return _parser("javascript")
