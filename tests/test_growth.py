@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from codecl.methods.base import TaskData
 from codecl.methods import METHODS
 from codecl.methods.ffn import WidenedFFN
 from codecl.methods.growth import SLOTS_ATTRIBUTE
@@ -106,6 +107,11 @@ def head_parameters(config, t5: T5Config) -> int:
     return attentions * per_attention + bias_slices * t5.relative_attention_num_buckets * h
 
 
+def on_base(config, t5) -> tuple[list[int], int]:
+    """EWC and replay train what their base trains: every weight, or one LoRA adapter through the stream."""
+    return ([t5_parameters(t5)] * 2, 0) if config.base == "full" else grows(lora_parameters(config, t5), False)
+
+
 def grows(per_task_parameters: int, per_task: bool) -> tuple[list[int], int]:
     """Trained on each task the same amount; over 2 tasks a per-task method adds it twice, a stream once."""
     return [per_task_parameters] * 2, per_task_parameters * (2 if per_task else 1)
@@ -127,6 +133,10 @@ CLOSED_FORMS = {  # method -> (config, t5) -> ([trained on task 0, on task 1], a
     "ffn": lambda config, t5: grows(ffn_unit_parameters(config, t5), config.per_task),
     "heads": lambda config, t5: grows(head_parameters(config, t5), config.per_task),
     "hybrid": hybrid,
+    "multitask": lambda config, t5: ([t5_parameters(t5)] * 2, 0),
+    "ewc": lambda config, t5: on_base(config, t5),
+    "replay": lambda config, t5: on_base(config, t5),
+    "olora": lambda config, t5: grows(lora_parameters(config, t5), per_task=True),
 }
 
 
@@ -162,12 +172,12 @@ def test_trained_and_added_parameters_match_the_closed_form(name, kind, request)
         assert len({id(p) for p in parameters}) == len(parameters)  # a repeat would get two AdamW steps
         assert all(p.requires_grad for p in parameters)
         trained.append(parameters)
-        method.end_task(model, task)
+        method.end_task(model, TaskData(task, [], [], 0, torch.device("cpu")))
     per_task, added = CLOSED_FORMS[case.method](method_config(case), base.config)
     assert [sum(p.numel() for p in parameters) for parameters in trained] == per_task
     assert parameter_count(model) - parameter_count(base) == added
     first, second = ({id(p) for p in parameters} for parameters in trained)
-    if case.isolates_tasks:
+    if case.isolates_tasks or case.new_parameters_per_task:
         assert not first & second  # task 1 never trains what task 0 trained
     else:
         assert first == second

@@ -14,8 +14,9 @@ from codecl.data.tasks import Example
 from codecl.errors import UserError
 from codecl.evaluate.decode import decoder_cache, generations
 from codecl.methods import METHODS
+from codecl.methods.base import TaskData
 from codecl.methods.growth import base_name
-from codecl.train import train_task
+from codecl.runner import train_method_on_task
 
 
 @dataclass
@@ -25,12 +26,19 @@ class Case:
     trains: bool = True
     freezes_base: bool = True
     isolates_tasks: bool = False  # task-aware: training a later task cannot change an earlier one
+    new_parameters_per_task: bool = False  # each task trains parameters of its own (implied by isolates_tasks)
     exportable: bool = True
 
 
 CASES = {
     "frozen": Case("frozen", trains=False),
+    "ewc-full": Case("ewc", freezes_base=False),
+    "ewc-lora": Case("ewc", {"base": "lora", "r": 4}),
+    "replay-full": Case("replay", freezes_base=False),
+    "replay-lora-balanced": Case("replay", {"base": "lora", "r": 4, "sampling": "balanced"}),
     "full-ft": Case("full-ft", freezes_base=False),
+    "multitask": Case("multitask", freezes_base=False),
+    "olora": Case("olora", {"r": 4}, new_parameters_per_task=True),  # every adapter summed at inference: no task isolation to test here
     "lora-per-task": Case("lora", {"per_task": True, "r": 4}, isolates_tasks=True),
     "lora-stream": Case("lora", {"per_task": False, "r": 4}),
     "layers-per-task": Case("layers", {"per_task": True, "num_layers": 2}, isolates_tasks=True),
@@ -72,15 +80,15 @@ def examples_from(batch, tokenizer) -> list[Example]:
 
 
 def train(model, method, task_index, batch, tokenizer):
-    parameters = method.begin_task(model, task_index)
+    """One task the runner's way (every hook); each task trains on the same examples."""
+    examples = examples_from(batch, tokenizer)
+    task = TaskData(task_index, examples, [examples] * task_index, tokenizer.pad_token_id, torch.device("cpu"))
+    parameters, result = train_method_on_task(
+        method, model, task, TrainConfig(epochs=3, batch_size=2, log_every=100), learning_rate=1e-2,
+        accelerator=Accelerator(cpu=True), seed=task_index, log=lambda line: None,
+    )
     if parameters:
-        result = train_task(
-            model, parameters, examples_from(batch, tokenizer), TrainConfig(epochs=3, batch_size=2, log_every=100),
-            learning_rate=1e-2, accelerator=Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=task_index,
-            extra_loss=method.extra_loss, log=lambda line: None,
-        )
         assert result.failure is None and result.steps > 0
-    method.end_task(model, task_index)
     return parameters
 
 

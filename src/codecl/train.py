@@ -30,6 +30,11 @@ from codecl.data.batching import collate, length_grouped_batches
 from codecl.data.tasks import Example
 
 ExtraLoss = Callable[[nn.Module, dict[str, torch.Tensor]], "torch.Tensor | None"]
+MixBatch = Callable[[list[Example], random.Random], list[Example]]
+
+
+def keep_batch(examples: list[Example], rng: random.Random) -> list[Example]:
+    return examples
 
 
 SKIP_CAUSES = ("non_finite_loss", "non_finite_gradient", "scaler_overflow")
@@ -98,8 +103,10 @@ def train_task(
     seed: int,
     extra_loss: ExtraLoss,
     log: Callable[[str], None],
+    mix_batch: MixBatch = keep_batch,
 ) -> TrainResult:
-    """Train `parameters` of `model` on `examples` for `config.epochs` epochs."""
+    """Train `parameters` of `model` on `examples` for `config.epochs` epochs; `mix_batch` may add
+    examples to each batch the loop draws (replay), `extra_loss` a term to each loss (a regulariser)."""
     rng = random.Random(seed)
     lengths = [(len(e.target_ids), len(e.source_ids)) for e in examples]
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -120,10 +127,8 @@ def train_task(
         for step in range(total_steps):
             if not batches:
                 batches = length_grouped_batches(lengths, config.batch_size, rng)
-            indices = batches.pop()
-            batch = collate(
-                [examples[i].source_ids for i in indices], [examples[i].target_ids for i in indices], pad_id
-            )
+            chosen = mix_batch([examples[i] for i in batches.pop()], rng)
+            batch = collate([e.source_ids for e in chosen], [e.target_ids for e in chosen], pad_id)
             # Counted on the host copy: on a GPU, counting the device copy would wait for the device.
             result.tokens += useful_tokens(batch)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}

@@ -2,5 +2,7 @@
 
 from codecl.methods.base import METHODS, ContinualMethod, MethodConfig, register_method
 from codecl.methods import ffn, frozen, full_ft, heads, hybrid, layers, lora  # noqa: F401  (each registers itself)
+from codecl.methods import ewc, replay  # noqa: F401  (each registers itself)
+from codecl.methods import multitask, olora  # noqa: F401
 
 __all__ = ["METHODS", "ContinualMethod", "MethodConfig", "register_method"]

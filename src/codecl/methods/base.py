@@ -1,20 +1,25 @@
 """What a continual-learning method is to the runner: a small Protocol, a config and a registry entry.
 
 A method never reaches into the training loop. The runner asks it, task by task, which parameters to
-train, and before each evaluation which task is being evaluated; everything else (optimiser, batches,
-mixed precision, the guard against non-finite losses) belongs to the loop.
+train and on which examples, what to add to each batch and to the loss, and before each evaluation which
+task is being evaluated; everything else (optimiser, batches, mixed precision, the guard against
+non-finite losses) belongs to the loop.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import PreTrainedModel
+
+if TYPE_CHECKING:  # codecl.data imports the config, which imports the methods
+    from codecl.data.tasks import Example
 
 
 class MethodConfig(BaseModel):
@@ -28,8 +33,24 @@ class MethodConfig(BaseModel):
     )
 
 
+@dataclass(frozen=True)
+class TaskData:
+    """What a method may read of the task being trained: its position in the stream, its training
+    examples, those of the tasks before it (in stream order), and how to batch them on the model's device."""
+
+    index: int
+    examples: list[Example]
+    earlier: list[list[Example]]
+    pad_id: int
+    device: torch.device
+
+
 class ContinualMethod(Protocol):
     """One instance lives through one stream of tasks for one seed."""
+
+    # True when `use_task` selects parameters that belong to one task (task-aware inference). Such a
+    # method is also scored task-agnostic: a router picks the task for each input.
+    per_task_parameters: bool
 
     def attach(self, model: nn.Module) -> nn.Module:
         """Wrap or change the base model once, before the first task; return the model to use."""
@@ -38,11 +59,20 @@ class ContinualMethod(Protocol):
         """Create what task `task_index` needs, set `requires_grad`, and return the parameters to
         train on it. An empty list means the task trains nothing and leaves the model unchanged."""
 
+    def train_examples(self, task: TaskData) -> list[Example]:
+        """The examples task `task.index` trains on: `task.examples` for most methods (multitask: the
+        union with every earlier task's). Epochs and steps are counted over what this returns."""
+
+    def mix_batch(self, examples: list[Example], rng: random.Random) -> list[Example]:
+        """The examples of one training batch, given the batch the loop drew (replay adds remembered
+        ones). `rng` is the loop's seeded generator."""
+
     def extra_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """A term added to the task loss (a regulariser), or None."""
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
-        """Called after training task `task_index`."""
+    def end_task(self, model: nn.Module, task: TaskData) -> None:
+        """Called after training task `task.index`, before it is evaluated (EWC estimates its Fisher here,
+        replay fills its buffer)."""
 
     def use_task(self, model: nn.Module, task_index: int) -> None:
         """Select what evaluating task `task_index` should use (task-aware methods pick its parameters;

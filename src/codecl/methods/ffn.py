@@ -74,6 +74,7 @@ class WidenedFFN(nn.Module):
 class FfnExpansion:
     def __init__(self, config: FfnConfig):
         self.config = config
+        self.per_task_parameters = config.per_task
         self.widened: list[WidenedFFN] = []
 
     def attach(self, model: nn.Module) -> nn.Module:
@@ -96,10 +97,16 @@ class FfnExpansion:
             ffn.slots.active = key
         return trainable_in([ffn.slots.current for ffn in self.widened])
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         freeze_all(model)
 
     def use_task(self, model: nn.Module, task_index: int) -> None:

@@ -15,6 +15,7 @@ class FrozenConfig(MethodConfig):
 class Frozen:
     def __init__(self, config: FrozenConfig):
         self.config = config
+        self.per_task_parameters = False
 
     def attach(self, model: nn.Module) -> nn.Module:
         freeze_all(model)
@@ -23,10 +24,16 @@ class Frozen:
     def begin_task(self, model: nn.Module, task_index: int) -> list[nn.Parameter]:
         return []
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         pass
 
     def use_task(self, model: nn.Module, task_index: int) -> None:

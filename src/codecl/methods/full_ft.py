@@ -19,6 +19,7 @@ class FullFineTuningConfig(MethodConfig):
 class FullFineTuning:
     def __init__(self, config: FullFineTuningConfig):
         self.config = config
+        self.per_task_parameters = False
 
     def attach(self, model: nn.Module) -> nn.Module:
         return model
@@ -29,10 +30,16 @@ class FullFineTuning:
             parameter.requires_grad_(True)
         return parameters
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         pass
 
     def use_task(self, model: nn.Module, task_index: int) -> None:

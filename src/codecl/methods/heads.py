@@ -143,6 +143,7 @@ class ExpandedAttention(nn.Module):
 class HeadExpansion:
     def __init__(self, config: HeadsConfig):
         self.config = config
+        self.per_task_parameters = config.per_task
         self.expanded: list[tuple[str, ExpandedAttention]] = []  # (kind, attention)
         self.bias_slots: dict[str, TaskSlots] = {}  # stack -> the new heads' bias slices, per task
 
@@ -187,10 +188,16 @@ class HeadExpansion:
             attention.install()
         return trainable_in([attention.slots.current for _, attention in self.expanded])
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         freeze_all(model)
 
     def use_task(self, model: nn.Module, task_index: int) -> None:

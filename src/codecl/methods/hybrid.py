@@ -36,6 +36,7 @@ class HybridConfig(MethodConfig):
 class Hybrid:
     def __init__(self, config: HybridConfig):
         self.config = config
+        self.per_task_parameters = True
         self.lora = Lora(LoraMethodConfig(
             method="lora", per_task=True, r=config.r, alpha=config.alpha, dropout=config.dropout,
             target_modules=config.target_modules,
@@ -55,11 +56,17 @@ class Hybrid:
             return parameters
         return parameters + self.layers.begin_task(model.get_base_model(), task_index)
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
-        self.layers.end_task(model, task_index)
+    def end_task(self, model: nn.Module, task) -> None:
+        self.layers.end_task(model, task)
 
     def use_task(self, model, task_index: int) -> None:
         self.lora.use_task(model, task_index)

@@ -56,6 +56,7 @@ class AddedLayers:
 
     def __init__(self, config: LayersConfig):
         self.config = config
+        self.per_task_parameters = config.per_task
         self.base_counts: dict[str, int] = {}
         self.templates: dict[str, nn.Module] = {}
 
@@ -97,10 +98,16 @@ class AddedLayers:
         self._assemble(model)
         return trainable_in(added)
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         freeze_all(model)
 
     def use_task(self, model: nn.Module, task_index: int) -> None:

@@ -44,6 +44,7 @@ def base_blocks_pattern(model: nn.Module, targets: list[str]) -> str:
 class Lora:
     def __init__(self, config: LoraMethodConfig):
         self.config = config
+        self.per_task_parameters = config.per_task
         self.adapters: list[str] = []
         self.target_pattern = ""
 
@@ -80,10 +81,16 @@ class Lora:
             parameter.requires_grad_(True)
         return trainable
 
+    def train_examples(self, task):
+        return task.examples
+
+    def mix_batch(self, examples, rng):
+        return examples
+
     def extra_loss(self, model, batch):
         return None
 
-    def end_task(self, model: nn.Module, task_index: int) -> None:
+    def end_task(self, model: nn.Module, task) -> None:
         pass
 
     def use_task(self, model: PeftModel, task_index: int) -> None:
