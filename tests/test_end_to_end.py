@@ -157,14 +157,14 @@ def test_humaneval_samples_from_a_trained_method(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_report_and_rebuilding_it(smoke_run):
     report = (smoke_run / "report.md").read_text()
-    assert "| rank | method | avg BLEU (n=8/8) |" in report and "| avg syntax (n=8/8) |" in report
+    assert "| rank | method | task id | avg BLEU (n=8/8) |" in report and "| avg syntax (n=8/8) |" in report
     assert "sacrebleu corpus BLEU" in report and "n per task: python 8, javascript 8" in report
     assert "CodeXGLUE code-to-text smoothed sentence BLEU-4" in report and "| p vs best |" in report
     assert "CodeXGLUE text-to-code corpus BLEU-4" in report and "avg BLEU (CodeXGLUE text-to-code) (n=8/8)" in report
     assert "(n = 2 seeds)" in report and "two-level bootstrap" in report
     assert "on the python train split only; tokenizer trained on the python, javascript train splits" in report
     ranking = report.split("## Ranking")[1].split("\n## ")[0]
-    p_column = [line.split("|")[4].strip() for line in ranking.splitlines()[4:] if line.startswith("| ")]
+    p_column = [line.split("|")[5].strip() for line in ranking.splitlines()[4:] if line.startswith("| ")]
     assert p_column and not any(cell.startswith("0.000") for cell in p_column)
     assert "final pass@1 humaneval-python (n=4)" in report and "## HumanEval (eval-only tasks)" in report
     assert "HumanEval pass@1 (%), eval-only:" in report

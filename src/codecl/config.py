@@ -7,19 +7,47 @@ or an unknown method is a one-line `UserError` that names it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
+from codecl.data.miner import LANGUAGES as MINED_LANGUAGES
 from codecl.errors import UserError
 from codecl.methods import METHODS, MethodConfig
 
-LANGUAGES = ("python", "javascript")
+# CodeSearchNet's six languages (Husain et al. 2019); the mined corpus has only MINED_LANGUAGES.
+Language = Literal["python", "javascript", "go", "java", "php", "ruby"]
+LANGUAGES = get_args(Language)
+TaskFormat = Literal["docstring-to-code", "completion", "code-to-docstring"]
+# A task's name names files (predictions/<after>/<name>.jsonl) and is given to `codecl export --task`.
+TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class TaskSpec(NamedTuple):
+    """One task of the stream, resolved: its name, the language its functions come from, and its format."""
+
+    name: str
+    language: str
+    format: str
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class StreamTask(Section):
+    """A stream entry written as a mapping: a task with a format, or a name, of its own."""
+
+    language: Language = Field(..., description="the CodeSearchNet language the task's functions come from")
+    format: TaskFormat | None = Field(None, description="the task's format; null: data.task_format")
+    name: str | None = Field(
+        None, pattern=TASK_NAME_PATTERN,
+        description="the task's name; null: the language, or `<language>-<format>` when the format is not "
+        "data.task_format",
+    )
 
 
 class DataConfig(Section):
@@ -29,13 +57,21 @@ class DataConfig(Section):
         "hub: the Hugging Face hub's code_search_net",
     )
     path: Path | None = Field(None, description="the folder for source=local")
-    stream: list[Literal["python", "javascript"]] = Field(
-        ["python", "javascript"], min_length=1, description="the languages of the task stream, in order"
-    )
-    task_format: Literal["docstring-to-code", "completion"] = Field(
+    # Before `stream`: the stream's validation reads it to name the tasks.
+    task_format: TaskFormat = Field(
         "docstring-to-code",
-        description="docstring-to-code: first docstring paragraph -> code; completion: first part of a "
-        "function -> the rest",
+        description="the format of every stream entry that names none: docstring-to-code: first docstring "
+        "paragraph -> code; completion: first part of a function -> the rest; code-to-docstring: code without "
+        "its docstring -> the docstring's first paragraph",
+    )
+    stream: list[Language | StreamTask] = Field(
+        ["python", "javascript"], min_length=1,
+        description="the tasks, in order: a language (in data.task_format), or a mapping {language, format, name}",
+    )
+    input_prefix: Literal["none", "language"] = Field(
+        "none",
+        description="language: every input starts with its task's language, `python: <input>`, T5's `task: ` "
+        "prefix form, as CodeTask-CL and O-LoRA tell a shared model which task an input is for; none: no prefix",
     )
     completion_prompt_fraction: float = Field(
         0.5, gt=0, lt=1, description="for completion: the fraction of a function's lines given as prompt"
@@ -54,6 +90,69 @@ class DataConfig(Section):
         if self.source == "local" and self.path is None:
             raise ValueError("data.path is required when data.source is 'local'")
         return self
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream_entries(cls, value: Any) -> Any:
+        # Checked here, entry by entry, so a mistake is one line naming the entry rather than a union's errors.
+        if not isinstance(value, list):
+            return value  # pydantic's own "Input should be a valid list"
+        return [_stream_entry(entry, index) for index, entry in enumerate(value)]
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_tasks(cls, stream: list, info: ValidationInfo) -> list:
+        if "task_format" not in info.data or "source" not in info.data:
+            return stream  # their own error is the one reported
+        tasks = resolve_tasks(stream, info.data["task_format"])
+        names = [task.name for task in tasks]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice:
+            raise ValueError(f"two tasks are named {twice!r} ({', '.join(names)}); give one a `name:`")
+        unmined = next((task.language for task in tasks if task.language not in MINED_LANGUAGES), None)
+        if info.data["source"] == "mined" and unmined:
+            raise ValueError(
+                f"{unmined} is not in the mined corpus, which has only {' and '.join(MINED_LANGUAGES)}; "
+                f"use data.source: local or hub for {unmined}"
+            )
+        return stream
+
+    def tasks(self) -> list[TaskSpec]:
+        """The stream's tasks in order, each with its name, language and format."""
+        return resolve_tasks(self.stream, self.task_format)
+
+    def languages(self) -> list[str]:
+        """The distinct languages of the stream, in the order they first appear."""
+        return list(dict.fromkeys(task.language for task in self.tasks()))
+
+
+def _stream_entry(entry: Any, index: int) -> str | StreamTask:
+    """One `data.stream` entry checked: a known language, or a mapping that is a valid `StreamTask`."""
+    if isinstance(entry, StreamTask):
+        return entry
+    if isinstance(entry, str):
+        if entry not in LANGUAGES:
+            raise ValueError(f"entry {index}: unknown language {entry!r} (expected one of {', '.join(LANGUAGES)})")
+        return entry
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {index}: expected a language or a mapping {{language, format, name}}")
+    try:
+        return StreamTask(**entry)
+    except ValidationError as error:
+        raise ValueError(f"entry {index}: {_first_problem(error)}") from None
+
+
+def resolve_tasks(stream: list[str | StreamTask], task_format: str) -> list[TaskSpec]:
+    """Each entry's (name, language, format): a task in `task_format` is named by its language, one in
+    another format `<language>-<format>` (e.g. `python-code-to-docstring`), unless the entry names it."""
+    tasks = []
+    for entry in stream:
+        if isinstance(entry, str):
+            entry = StreamTask(language=entry)
+        form = entry.format or task_format
+        name = entry.name or (entry.language if form == task_format else f"{entry.language}-{form}")
+        tasks.append(TaskSpec(name, entry.language, form))
+    return tasks
 
 
 class PretrainObjectives(Section):
@@ -88,7 +187,7 @@ class TinyModelConfig(Section):
         "default task (data.max_source_tokens): longer ones would pad whole batches for a few rare summaries",
     )
     pretrain_learning_rate: float = Field(3e-3, gt=0, description="peak pretraining learning rate")
-    pretrain_languages: list[Literal["python", "javascript"]] | None = Field(
+    pretrain_languages: list[Language] | None = Field(
         None, min_length=1,
         description="stream languages whose train split the model is pretrained on; null: the stream's first "
         "language only, so every later task's language is new to it (the tokenizer sees every stream language)",
@@ -125,7 +224,7 @@ class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="sequences decoded together")
     num_beams: int = Field(1, ge=1, description="1 is greedy decoding")
     max_new_tokens: int = Field(128, ge=1, description="the most tokens generated per example")
-    max_new_tokens_per_language: dict[Literal["python", "javascript"], int] = Field(
+    max_new_tokens_per_language: dict[Language, int] = Field(
         {}, description="overrides max_new_tokens for a language"
     )
     humaneval: list[Literal["python", "javascript"]] = Field(
@@ -134,6 +233,13 @@ class EvalConfig(Section):
     humaneval_signature: bool = Field(False, description="give the model the function signature with the docstring")
     humaneval_timeout_s: float = Field(10.0, gt=0, description="wall-clock limit per HumanEval program")
     humaneval_limit: int | None = Field(None, ge=1, description="score only the first N problems (tests); null: all")
+    routers: list[Literal["prototype", "loss"]] = Field(
+        ["prototype", "loss"], description="routers that score each method with per-task parameters task-agnostic "
+        "(prototype: nearest task mean of base-encoder features; loss: lowest NLL of each task's own output); [] for none",
+    )
+    router_examples: int = Field(
+        1000, ge=1, description="training inputs per task (a fixed-seed sample) that estimate the prototype router"
+    )
 
     def new_tokens(self, language: str) -> int:
         return self.max_new_tokens_per_language.get(language, self.max_new_tokens)
@@ -148,20 +254,43 @@ class ExperimentConfig(Section):
     methods: dict[str, SerializeAsAny[MethodConfig]] = Field(..., min_length=1, description="name -> method config")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    orders: list[list[str]] | None = Field(
+        None, min_length=1, description="task orders to run, each a permutation of the stream's task names; "
+        "every method and seed runs once per order (null: the stream's own order)",
+    )
+
+    @model_validator(mode="after")
+    def _orders_are_permutations(self) -> ExperimentConfig:
+        names = self._task_names()
+        for order in self.orders or []:
+            if sorted(order) != sorted(names):
+                raise ValueError(f"orders: {order} is not an order of the stream's tasks {names}")
+        if self.orders and len({tuple(order) for order in self.orders}) < len(self.orders):
+            raise ValueError("orders: an order is listed twice")
+        return self
+
+    def _task_names(self) -> list[str]:
+        return [task.name for task in self.data.tasks()]
+
+    def stream_orders(self) -> list[list[int]]:
+        """Each order as stream indices; the stream's own order when `orders` is not set."""
+        names = self._task_names()
+        return [[names.index(name) for name in order] for order in (self.orders or [names])]
 
     @model_validator(mode="after")
     def _pretraining_languages_in_stream(self) -> ExperimentConfig:
         languages = self.model.tiny.pretrain_languages or []
-        outside = [language for language in languages if language not in self.data.stream]
+        stream_languages = self.data.languages()
+        outside = [language for language in languages if language not in stream_languages]
         if outside:
-            raise ValueError(f"model.tiny.pretrain_languages: {outside[0]} is not in data.stream {self.data.stream}")
+            raise ValueError(f"model.tiny.pretrain_languages: {outside[0]} is not in data.stream {stream_languages}")
         if len(set(languages)) < len(languages):
             raise ValueError(f"model.tiny.pretrain_languages: {languages} names a language twice")
         return self
 
     def pretraining_languages(self) -> list[str]:
         """The languages the tiny base is pretrained on: `model.tiny.pretrain_languages`, else the stream's first."""
-        return list(self.model.tiny.pretrain_languages or self.data.stream[:1])
+        return list(self.model.tiny.pretrain_languages or self.data.languages()[:1])
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -49,6 +49,27 @@ def _versus_best(entry: dict, resamples: int) -> str:
     return f"{format_p(versus['p_value'], resamples)}{mark}"
 
 
+def _router_accuracy(entry: dict, router: str) -> str:
+    """The final row's router accuracy, mean over the tasks and the runs that finished."""
+    values = [
+        value for run in entry["runs"] if run["status"] == "ok"
+        for value in run["task_agnostic"][router]["router_accuracy"][-1] if value is not None
+    ]
+    return f"{sum(values) / len(values):.1f}%" if values else "—"
+
+
+def scenario_rows(results: dict) -> list[tuple[str, str, dict, str]]:
+    """(method, task id, summary, router accuracy) for every row of the ranking: each method as trained,
+    and for a method with per-task parameters one more row per router, scored without the task id."""
+    rows = []
+    for name, entry in results["methods"].items():
+        routed = entry.get("summary_task_agnostic") or {}
+        rows.append((name, "given (oracle)" if routed else "not needed", entry.get("summary", {}), "—"))
+        for router, summary in routed.items():
+            rows.append((name, f"routed: {router}", summary, _router_accuracy(entry, router)))
+    return rows
+
+
 def ranking_table(results: dict) -> str:
     base = results["base_model"]["parameters"]
     eval_only = results.get("eval_only_tasks", [])
@@ -57,37 +78,72 @@ def ranking_table(results: dict) -> str:
     resamples = results["evaluation"].get("bootstrap", {}).get("resamples", 1000)
     n = "n=" + "/".join(str(counts[t["name"]]) for t in results["tasks"])  # per task, in stream order
     lines = [
-        f"| rank | method | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE text-to-code) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
-        f"{functional}trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| rank | method | task id | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE text-to-code) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
+        f"{functional}router accuracy | trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
 
-    def sort_key(item):
-        name, entry = item
-        cell = entry.get("summary", {}).get("bleu", {}).get("average") or {}
+    def sort_key(row):
+        name, _, summary, _ = row
+        cell = summary.get("bleu", {}).get("average") or {}
         mean = cell.get("mean")
         # Ties keep the config's order, as the choice of the best method in the runner does.
-        return (entry.get("status") != "ok", -mean if mean is not None else float("inf"))
+        return (results["methods"][name].get("status") != "ok", -mean if mean is not None else float("inf"))
 
-    for rank, (name, entry) in enumerate(sorted(results["methods"].items(), key=sort_key), 1):
-        summary = entry.get("summary", {})
+    for rank, (name, task_id, summary, router_accuracy) in enumerate(sorted(scenario_rows(results), key=sort_key), 1):
+        entry = results["methods"][name]
+        routed = task_id.startswith("routed")
         seconds = [sum(t["seconds"] for t in run["train"]) for run in entry["runs"]]
         per_task, percent, added = _parameters(entry, base)
         status = entry.get("status", "?")
         if status != "ok":
             errors = [run["error"] for run in entry["runs"] if run["error"]]
             status = f"failed: {errors[0]}" if errors else status
-        averages = " | ".join(
-            _across_seeds(summary, m, "average")
-            for m in ("bleu_codexglue_code", "codebleu", "exact_match", "syntax", *(f"pass@1 {t['name']}" for t in eval_only))
-        )
+        # HumanEval is scored with the task id (its language) only: nothing to show on a routed row.
+        functional_cells = ["—" if routed else _across_seeds(summary, f"pass@1 {t['name']}", "average") for t in eval_only]
+        averages = " | ".join([_across_seeds(summary, m, "average") for m in ("bleu_codexglue_code", "codebleu", "exact_match", "syntax")]
+                              + functional_cells)
+        versus = "—" if routed else _versus_best({**entry, "name": name}, resamples)
         lines.append(
-            f"| {rank} | {name} | {_across_seeds(summary, 'bleu', 'average')} | {_versus_best({**entry, 'name': name}, resamples)} | "
-            f"{averages} | {per_task} | {percent} | {added} | "
+            f"| {rank} | {name} | {task_id} | {_across_seeds(summary, 'bleu', 'average')} | {versus} | "
+            f"{averages} | {router_accuracy} | {per_task} | {percent} | {added} | "
             f"{_across_seeds(summary, 'bleu', 'forgetting')} | {_across_seeds(summary, 'bleu', 'backward_transfer')} | "
             f"{_across_seeds(summary, 'bleu', 'forward_transfer')} | {sum(seconds) / max(1, len(seconds)):.0f} | {status} |"
         )
     return "\n".join(lines)
+
+
+def router_tables(results: dict) -> list[str]:
+    """Per method with per-task parameters and per router: how often each task's inputs reached their own
+    task's parameters after the last task, and where the others went (summed over runs, stream order)."""
+    routers = results["evaluation"].get("routers") or {}
+    entries = {name: entry for name, entry in results["methods"].items() if entry.get("summary_task_agnostic")}
+    if not entries:
+        return []
+    task_names = [t["name"] for t in results["tasks"]]
+    lines = ["## Task-agnostic inference: the routers", ""]
+    lines += [f"- {router}: {about.get('description', 'n/a')}" for router, about in routers.items()]
+    lines += ["- 'task id: given (oracle)' rows use the parameters of the task being scored; 'routed' rows get only the "
+              "input, and the router picks the parameters of one trained task per input. Inputs it sends to their own "
+              "task's parameters keep the oracle's prediction, so a perfect router scores exactly the oracle's row.", ""]
+    for name, entry in entries.items():
+        finished = [run for run in entry["runs"] if run["status"] == "ok"]
+        for router in entry["summary_task_agnostic"]:
+            confusion = [[0] * len(task_names) for _ in task_names]
+            for run in finished:
+                order = _order(run, task_names)
+                for i, row in enumerate(run["task_agnostic"][router]["confusion"]):
+                    for j, count in enumerate(row):
+                        confusion[task_names.index(order[i])][task_names.index(order[j])] += count
+            lines += [f"### {name}, {router} router, after the last task (inputs summed over {len(finished)} runs)", "",
+                      "| scored on ↓ / routed to → | " + " | ".join(task_names) + " | accuracy |",
+                      "|---|" + "---:|" * (len(task_names) + 1)]
+            for i, task in enumerate(task_names):
+                total = sum(confusion[i])
+                accuracy = f"{100.0 * confusion[i][i] / total:.1f}%" if total else "—"
+                lines.append(f"| {task} | " + " | ".join(str(c) for c in confusion[i]) + f" | {accuracy} |")
+            lines.append("")
+    return lines
 
 
 def humaneval_table(results: dict) -> list[str]:
@@ -121,6 +177,23 @@ def _mean_matrix(matrices: list[list[list[float]]]) -> list[list[float]]:
     return [[sum(cells) / len(cells) for cells in zip(*rows)] for rows in zip(*matrices)]
 
 
+def _order(run: dict, task_names: list[str]) -> list[str]:
+    """The order a run trained its tasks in (results from before orders existed: the stream's)."""
+    return run.get("order") or task_names
+
+
+def _in_stream_columns(matrix: list[list[float]], order: list[str], task_names: list[str]) -> list[list[float]]:
+    """A run's matrix with its columns in stream order; its rows stay in the order it trained."""
+    return [[row[order.index(name)] for name in task_names] for row in matrix]
+
+
+def _by_order(runs: list[dict], task_names: list[str]) -> dict[tuple[str, ...], list[dict]]:
+    grouped: dict[tuple[str, ...], list[dict]] = {}
+    for run in runs:
+        grouped.setdefault(tuple(_order(run, task_names)), []).append(run)
+    return grouped
+
+
 def degeneration_table(results: dict) -> list[str]:
     """Per method, after each task trained, every task's distinct and loop percentages, mean over the
     seeds that finished; row 0 (the base model) is shared by every method, so it is shown once."""
@@ -145,16 +218,22 @@ def degeneration_table(results: dict) -> list[str]:
         return f"| {name} | {after} | " + " | ".join(f"{_number(d, 1)} | {_number(l, 1)}" for d, l in zip(distinct, loop)) + " |"
 
     first = next(r for rs in runs.values() for r in rs)
-    lines.append(row("base model (all methods)", "nothing", first["degeneration"]["distinct"][0], first["degeneration"]["loop"][0]))
+    start = {k: _in_stream_columns(m, _order(first, tasks), tasks)[0] for k, m in first["degeneration"].items()}
+    lines.append(row("base model (all methods)", "nothing", start["distinct"], start["loop"]))
     for name, method_runs in runs.items():
         finished = [r for r in method_runs if r["status"] == "ok"]
         if not finished:
             lines.append(f"| {name} | failed | " + " | ".join("— | —" for _ in tasks) + " |")
             continue
-        distinct = _mean_matrix([r["degeneration"]["distinct"] for r in finished])
-        loop = _mean_matrix([r["degeneration"]["loop"] for r in finished])
-        for i, after in enumerate(tasks, 1):
-            lines.append(row(name, after, distinct[i], loop[i]))
+        orders = _by_order(finished, tasks)
+        for order, group in orders.items():
+            distinct, loop = (
+                _mean_matrix([_in_stream_columns(r["degeneration"][kind], list(order), tasks) for r in group])
+                for kind in ("distinct", "loop")
+            )
+            for i, after in enumerate(order, 1):
+                label = after if len(orders) == 1 else f"{after} (order {' → '.join(order)})"
+                lines.append(row(name, label, distinct[i], loop[i]))
     return lines + [""]
 
 
@@ -194,9 +273,20 @@ def corpus_identity(corpus: dict) -> str:
             + (f"off its pins: {', '.join(map(str, departures))}" if departures else "every source at its pinned version"))
 
 
+def stream_line(results: dict) -> str:
+    """The tasks in stream order, each with its format where the config gives tasks of several formats."""
+    data = results["config"]["data"]
+    formats = {t.get("format", data.get("task_format")) for t in results["tasks"]}
+    if len(formats) <= 1:
+        return f"{' → '.join(t['name'] for t in results['tasks'])} ({formats.pop() if formats else 'n/a'}, data: {data['source']})"
+    tasks = " → ".join(f"{t['name']} ({t['format']})" for t in results["tasks"])
+    return f"{tasks}; data: {data['source']}"
+
+
 def render(results: dict) -> str:
     evaluation = results["evaluation"]
     task_names = [t["name"] for t in results["tasks"]]
+    orders = results["config"].get("orders") or [task_names]
     counts = evaluation["examples_per_task"]
     base = results["base_model"]
     made = base.get("made_by_codecl")
@@ -215,7 +305,10 @@ def render(results: dict) -> str:
     out = [
         f"# codecl report: {results['config']['name']}",
         "",
-        f"- Stream: {' → '.join(task_names)} ({results['config']['data']['task_format']}, data: {results['config']['data']['source']})",
+        f"- Stream: {stream_line(results)}",
+        *([f"- Orders: every method and seed runs each of {len(orders)} orders: "
+           + "; ".join(" → ".join(order) for order in orders)
+           + ". Summaries are over every (seed, order) run; matrices are kept per order"] if len(orders) > 1 else []),
         f"- Base model: {base_line}",
         *([f"- Base: {base_identity(base)}"] if base.get("weights_sha256") else []),
         *([f"- Corpus: {corpus_identity(results['corpus'])}"] if (results.get("corpus") or {}).get("corpus_sha256") else []),
@@ -228,8 +321,8 @@ def render(results: dict) -> str:
         f"{evaluation['metrics'].get('bleu_codexglue', {}).get('variant', 'n/a')} (CodeXGLUE's metric for docstrings)",
         *([f"- CodeBLEU: {evaluation['metrics']['codebleu']['unavailable']}"]
           if evaluation["metrics"].get("codebleu", {}).get("unavailable") else []),
-        f"- Every summary is the mean ± the 95% t-interval half-width over the seeds that finished (n = "
-        f"{len(results['seeds'])} seeds)",
+        f"- Every summary is the mean ± the 95% t-interval half-width over the runs that finished (n = "
+        f"{len(results['seeds'])} seeds" + (f" × {len(orders)} orders)" if len(orders) > 1 else ")"),
         f"- 'p vs best': a two-level bootstrap of average BLEU against the best method, resampling each method's "
         f"seeds and the test examples (paired) together ({evaluation.get('bootstrap', {}).get('resamples', 'n/a')} "
         f"resamples); * marks p < {SIGNIFICANCE}. The best method is chosen on the same data, so these p-values "
@@ -244,22 +337,32 @@ def render(results: dict) -> str:
         "",
         ranking_table(results),
         "",
+        *router_tables(results),
         *degeneration_table(results),
         *humaneval_table(results),
         "## Accuracy matrices",
     ]
     for name, entry in results["methods"].items():
+        grouped = _by_order([run for run in entry["runs"] if run["status"] == "ok"], task_names)
+        if len(orders) > 1:
+            for order, group in grouped.items():
+                mean = _mean_matrix([run["matrices"]["bleu"] for run in group])
+                out += ["", f"### {name}, order {' → '.join(order)}: BLEU, mean over {len(group)} seeds", "",
+                        matrix_table(mean, list(order), counts)]
         for run in entry["runs"]:
-            out += ["", f"### {name}, seed {run['seed']}"]
+            order = _order(run, task_names)
+            out += ["", f"### {name}, seed {run['seed']}" + (f", order {' → '.join(order)}" if len(orders) > 1 else "")]
             for metric, matrix in run["matrices"].items():
-                out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, task_names, counts)]
+                out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, order, counts)]
+            for router, routed in (run.get("task_agnostic") or {}).items():
+                out += ["", f"BLEU, task-agnostic ({router} router):", "", matrix_table(routed["matrices"]["bleu"], order, counts)]
             for kind, matrix in run.get("degeneration", {}).items():
-                out += ["", f"{DEGENERATION_TITLES.get(kind, kind)}, a diagnostic:", "", matrix_table(matrix, task_names, counts)]
+                out += ["", f"{DEGENERATION_TITLES.get(kind, kind)}, a diagnostic:", "", matrix_table(matrix, order, counts)]
             eval_only = results.get("eval_only_tasks", [])
             for metric, matrix in run.get("eval_only_matrices", {}).items():
                 names = [t["name"] for t in eval_only]
                 out += ["", f"HumanEval {metric} (%), eval-only:", "",
-                        matrix_table(matrix, names, {t["name"]: t["problems"] for t in eval_only}, task_names)]
+                        matrix_table(matrix, names, {t["name"]: t["problems"] for t in eval_only}, order)]
     return "\n".join(out) + "\n"
 
 

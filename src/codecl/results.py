@@ -20,7 +20,8 @@ from codecl.statistics import t_interval
 
 PACKAGES = (
     "codecl", "torch", "transformers", "peft", "accelerate", "tokenizers", "sacrebleu",
-    "tree-sitter", "tree-sitter-python", "tree-sitter-javascript", "pydantic", "numpy",
+    "tree-sitter", "tree-sitter-python", "tree-sitter-javascript", "tree-sitter-go", "tree-sitter-java",
+    "tree-sitter-php", "tree-sitter-ruby", "pydantic", "numpy",
 )
 SUMMARY_KEYS = ("average", "backward_transfer", "forgetting", "forward_transfer")
 
@@ -77,13 +78,28 @@ def summarize_run(matrices: dict[str, list[list[float]]]) -> dict[str, dict[str,
 
 def aggregate_seeds(runs: list[dict]) -> dict[str, dict[str, dict]]:
     """Mean ± 95% t-interval and n over the seeds that finished, per metric and summary key."""
-    finished = [run for run in runs if run["status"] == "ok"]
+    return aggregate_summaries([run["summary"] for run in runs if run["status"] == "ok"])
+
+
+def aggregate_task_agnostic(runs: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
+    """`aggregate_seeds` of each router's task-agnostic summaries, over the runs that finished."""
+    finished = [run for run in runs if run["status"] == "ok" and "task_agnostic" in run]
     if not finished:
         return {}
+    return {
+        router: aggregate_summaries([run["task_agnostic"][router]["summary"] for run in finished])
+        for router in finished[0]["task_agnostic"]
+    }
+
+
+def aggregate_summaries(summaries: list[dict]) -> dict[str, dict[str, dict]]:
+    """Mean ± 95% t-interval and n of `summarize_run`'s values, per metric and summary key."""
+    if not summaries:
+        return {}
     aggregate: dict[str, dict[str, dict]] = {}
-    for metric in finished[0]["summary"]:
+    for metric in summaries[0]:
         aggregate[metric] = {}
         for key in SUMMARY_KEYS:
-            values = [run["summary"][metric][key] for run in finished if run["summary"][metric][key] is not None]
+            values = [summary[metric][key] for summary in summaries if summary[metric][key] is not None]
             aggregate[metric][key] = t_interval(values).as_dict() if values else {"mean": None, "ci95": None, "n": 0}
     return aggregate

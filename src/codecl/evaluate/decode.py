@@ -29,6 +29,15 @@ from codecl.evaluate.text import corpus_bleu, exact_match
 METRICS = ("bleu", "bleu_codexglue", "bleu_codexglue_code", "codebleu", "exact_match", "edit_similarity", "syntax")
 # Recorded beside the metrics, never summarised like them: forgetting of "distinct" means nothing.
 DEGENERATION = ("distinct", "loop")
+# Why a code-to-docstring task has no CodeBLEU or syntax score: both parse the prediction as code.
+NATURAL_LANGUAGE_TARGET = "not computed: the target is natural language, not code"
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]  # generated, special tokens included; without the decoder's start token, EOS and what follows
+    hit_limit: bool  # stopped by max_new_tokens, not by emitting EOS
 
 
 @dataclass
@@ -38,13 +47,9 @@ class Evaluation:
     bleu_signature: str
     problems: dict[str, str]
     degeneration: dict[str, float] = field(default_factory=dict)  # DEGENERATION's percentages
-
-
-@dataclass
-class Generation:
-    text: str
-    token_ids: list[int]  # generated, special tokens included; without the decoder's start token, EOS and what follows
-    hit_limit: bool  # stopped by max_new_tokens, not by emitting EOS
+    # Each prediction's tokens, kept so that a row assembled from several evaluations (task-agnostic
+    # scoring) can count its loops without decoding again; empty where only texts were scored.
+    generations: list[Generation] = field(default_factory=list)
 
 
 def decoder_cache(model: nn.Module) -> EncoderDecoderCache:
@@ -128,13 +133,22 @@ def _until_eos(token_ids: list[int], eos_id: int, max_new_tokens: int) -> tuple[
     return token_ids, len(token_ids) >= max_new_tokens
 
 
-def score(predictions: list[str], examples: list[Example], language: str) -> Evaluation:
+def score(predictions: list[str], examples: list[Example], language: str | None) -> Evaluation:
     """Every text metric in percent: sacrebleu corpus BLEU (signature recorded), CodeXGLUE's smoothed
     sentence BLEU (code-to-text) and corpus BLEU (text-to-code), CodeBLEU, exact match, edit
-    similarity and syntax validity."""
+    similarity and syntax validity.
+
+    ``language`` is the targets' programming language, or None when they are natural language
+    (`Task.target_language`): then CodeBLEU and syntax are None, with the reason in `problems`."""
     references = [e.target for e in examples]
     bleu = corpus_bleu(predictions, references)
-    code_bleu, problem = codebleu(predictions, references, language)
+    if language is None:
+        code_bleu = syntax = None
+        problems = {"codebleu": NATURAL_LANGUAGE_TARGET, "syntax": NATURAL_LANGUAGE_TARGET}
+    else:
+        code_bleu, problem = codebleu(predictions, references, language)
+        syntax = 100.0 * syntax_validity(predictions, language)
+        problems = {"codebleu": problem} if problem else {}
     scores = {
         "bleu": bleu.score,
         "bleu_codexglue": codexglue_bleu(predictions, references),
@@ -142,21 +156,23 @@ def score(predictions: list[str], examples: list[Example], language: str) -> Eva
         "codebleu": code_bleu,
         "exact_match": 100.0 * exact_match(predictions, references),
         "edit_similarity": 100.0 * edit_similarity(predictions, references),
-        "syntax": 100.0 * syntax_validity(predictions, language),
+        "syntax": syntax,
     }
     if not all(v is None or math.isfinite(v) for v in scores.values()):
         raise ValueError(f"a non-finite score: {scores}")
-    return Evaluation(scores, predictions, bleu.signature, {"codebleu": problem} if problem else {})
+    return Evaluation(scores, predictions, bleu.signature, problems)
 
 
 def evaluate_task(
-    model: nn.Module, tokenizer, examples: list[Example], language: str, config: EvalConfig, accelerator: Accelerator
+    model: nn.Module, tokenizer, examples: list[Example], language: str | None, config: EvalConfig,
+    accelerator: Accelerator,
 ) -> Evaluation:
-    """`score` of the model's predictions, with the share of distinct predictions and of repetition loops."""
+    """`score` of the model's predictions, with the share of distinct predictions and of repetition loops.
+    ``language``: the targets' programming language, None for natural-language targets (`score`)."""
     generated = generations(model, tokenizer, examples, config, accelerator, language)
     predictions = [g.text for g in generated]
     degeneration = {
         "distinct": distinct_share(predictions),
         "loop": loop_share([g.token_ids for g in generated], [g.hit_limit for g in generated]),
     }
-    return replace(score(predictions, examples, language), degeneration=degeneration)
+    return replace(score(predictions, examples, language), degeneration=degeneration, generations=generated)
