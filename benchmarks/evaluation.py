@@ -57,7 +57,7 @@ def main() -> None:
     rows = []  # (what, seconds, counted in the total)
 
     for task in stream:
-        trained.method.use_task(model, task.index)
+        trained.method.use_task(model, trained.task_names.index(task.name))  # a position in the run's order
         examples = task.splits[config.eval.split]
         references = [e.target for e in examples]
         small = config.eval.model_copy(update={"batch_size": 64})
@@ -80,9 +80,9 @@ def main() -> None:
         rows.append((f"{task.name}: edit similarity (textbook DP, reference)", textbook, False))
 
     humaneval_config = config.eval.model_copy(update={"humaneval": ["python", "javascript"] if shutil.which("node") else ["python"]})
-    languages = [t.language for t in stream]
+    languages = [next(t.target_language for t in stream if t.name == name) for name in trained.task_names]
     javascript_problems = read_javascript_problems()
-    for task in build_humaneval_tasks(humaneval_config, tokenizer, config.data.max_source_tokens):
+    for task in build_humaneval_tasks(humaneval_config, tokenizer, config.data.max_source_tokens, config.data.input_prefix):
         trained.method.use_task(model, languages.index(task.language) if task.language in languages else 0)
         seconds, completions = timed(lambda: generate(model, tokenizer, task.examples, config.eval, accelerator, task.language))
         rows.append((f"{task.name}: generate {len(task.examples)}", seconds, True))

@@ -134,6 +134,19 @@ def test_training_changes_what_it_promises_and_nothing_else(name, trained, tiny_
         assert not torch.equal(logits(model, tiny_batch), logits(base, tiny_batch))
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_the_task_id_changes_the_outputs_exactly_when_the_method_says_it_has_per_task_parameters(
+    name, trained, tiny_base, tiny_batch,
+):
+    """`per_task_parameters` decides who is also scored task-agnostic: a wrong declaration would drop a
+    method's routed rows, or route a method whose one model serves every task."""
+    method, model, _ = trained(name, tiny_base, tiny_batch)
+    method.use_task(model, 0)
+    first = logits(model, tiny_batch)
+    method.use_task(model, 1)
+    assert (not torch.equal(first, logits(model, tiny_batch))) == method.per_task_parameters
+
+
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.isolates_tasks])
 def test_a_later_task_leaves_an_earlier_task_bit_identical(name, tiny_base, tiny_batch):
     base, tokenizer = tiny_base

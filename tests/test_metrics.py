@@ -174,3 +174,29 @@ def test_eval_only_forgetting_over_a_longer_stream():
     assert eval_only_summary(matrix, trained_at=[2])[0]["forgetting"] == 5.0
     # A skill no stream task trains has no forgetting.
     assert eval_only_summary(matrix, trained_at=[None])[0]["forgetting"] is None
+
+
+def test_a_metric_restricted_to_some_tasks_averages_over_those_alone():
+    from codecl.metrics import summarize
+    from codecl.results import summarize_run
+
+    # Three tasks; the last is text, so its code metric is None in every row.
+    matrix = [
+        [10.0, 20.0, None],
+        [30.0, 25.0, None],
+        [20.0, 40.0, None],
+        [15.0, 35.0, None],
+    ]
+    expected = {
+        "average": (15 + 35) / 2,
+        "backward_transfer": ((15 - 30) + (35 - 40)) / 2,  # R[3][j] - R[j+1][j], tasks 1 and 2
+        "forgetting": ((30 - 15) + (40 - 35)) / 2,  # max over rows j+1..2 minus the final score
+        "forward_transfer": 25 - 20,  # task 2 only: R[1][1] - R[0][1]; task 3 is not scored
+    }
+    assert summarize(matrix, [0, 1]) == expected
+    assert summarize_run({"codebleu": matrix})["codebleu"] == expected
+    # A column with a hole in some rows is a failed evaluation: it is kept, and voids what reads the hole.
+    holed = [row[:2] + [5.0] for row in matrix]
+    holed[2][2] = None  # R[2][2], what forward transfer reads for task 3
+    summary = summarize_run({"codebleu": holed})["codebleu"]
+    assert summary["forward_transfer"] is None and summary["average"] == (15 + 35 + 5) / 3

@@ -136,7 +136,7 @@ def test_task_agnostic_rows_reuse_the_oracle_and_decode_the_misrouted(monkeypatc
     odd_to = {0: 1, 2: 0}  # column -> the task its odd inputs go to
     references = {}
 
-    def route(self, router, model, use_task, tasks, order, position):
+    def route(self, router, model, use_task, tasks, order, position, aware_row):
         columns = [task.splits[self.config.eval.split] for task in tasks]
         own = [min(j, position) for j in range(len(tasks))]
         if router == "prototype":  # the oracle

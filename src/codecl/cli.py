@@ -76,7 +76,7 @@ def command_report(args: argparse.Namespace) -> None:
 def command_export(args: argparse.Namespace) -> None:
     from codecl.export import export_run
 
-    print(export_run(args.run_dir, args.method, args.task, args.out, seed=args.seed, check=args.check))
+    print(export_run(args.run_dir, args.method, args.task, args.out, seed=args.seed, check=args.check, order=args.order))
 
 
 def command_humaneval(args: argparse.Namespace) -> None:
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--task", required=True, help="a task name of the run's stream, e.g. python")
     export.add_argument("--out", type=Path, required=True, help="the folder to write")
     export.add_argument("--seed", type=int, help="which seed's run (default: the first)")
+    export.add_argument("--order", type=int, default=0, help="which of the run's task orders, an index into `orders` (default: 0)")
     export.add_argument("--check", action="store_true", help="decode the test inputs and compare with the run's predictions")
     export.set_defaults(handler=command_export)
 

@@ -23,6 +23,7 @@ from codecl.config import ExperimentConfig
 from codecl.errors import UserError
 from codecl.methods import METHODS
 from codecl.models.load import load_pretrained
+from codecl.results import run_folder
 
 
 def read_results(run_dir: Path, what: str = "export") -> dict:
@@ -37,16 +38,20 @@ class TrainedMethod:
     """One method of a finished run, rebuilt on the run's base model from its saved state."""
 
     config: ExperimentConfig
-    task_names: list[str]
+    task_names: list[str]  # in the order this run trained them: `use_task` and `export` take positions in it
     seed: int
     method: object  # a `codecl.methods.base.Method`
     model: nn.Module
     tokenizer: object
+    folder: str  # the run's folder under checkpoints/METHOD and predictions/METHOD
 
 
-def load_trained(run_dir: Path, method_name: str, task: str, seed: int | None = None, what: str = "export") -> TrainedMethod:
-    """The method ``method_name`` of the run in ``run_dir`` after its whole stream; ``task`` is checked
-    against the stream. ``what`` names the command in error messages."""
+def load_trained(
+    run_dir: Path, method_name: str, task: str, seed: int | None = None, what: str = "export", order: int = 0,
+) -> TrainedMethod:
+    """The method ``method_name`` of the run in ``run_dir`` after its whole stream, for one seed and one of
+    the run's task orders (an index into its `orders`); ``task`` is checked against the stream. ``what``
+    names the command in error messages."""
     results = read_results(run_dir, what)
     try:
         config = ExperimentConfig(**results["config"])
@@ -57,7 +62,12 @@ def load_trained(run_dir: Path, method_name: str, task: str, seed: int | None = 
     task_names = [t["name"] for t in results["tasks"]]
     if task not in task_names:
         raise UserError(f"{what}: task {task} is not in this run's stream ({', '.join(task_names)})")
-    runs = {r["seed"]: r for r in results["methods"].get(method_name, {}).get("runs", [])}
+    orders = config.stream_orders()
+    if not 0 <= order < len(orders):
+        raise UserError(f"{what}: --order {order}: this run has {len(orders)} task order(s), 0 to {len(orders) - 1}")
+    trained_in = [task_names[i] for i in orders[order]]
+    runs = {r["seed"]: r for r in results["methods"].get(method_name, {}).get("runs", [])
+            if (r.get("order") or task_names) == trained_in}
     seed = seed if seed is not None else min(runs, default=config.seeds[0])
     if runs.get(seed, {}).get("status") != "ok":
         raise UserError(f"{what}: method {method_name}, seed {seed}: that run did not finish (status {runs.get(seed, {}).get('status', 'absent')})")
@@ -65,33 +75,39 @@ def load_trained(run_dir: Path, method_name: str, task: str, seed: int | None = 
     method_config = config.methods[method_name]
     method = METHODS[method_config.method].build(method_config)
     model = method.attach(copy.deepcopy(base.model))
-    method.load(model, run_dir / "checkpoints" / method_name / f"seed{seed}")
-    return TrainedMethod(config, task_names, seed, method, model, base.tokenizer)
+    folder = run_folder(seed, order, len(orders))
+    method.load(model, run_dir / "checkpoints" / method_name / folder)
+    return TrainedMethod(config, trained_in, seed, method, model, base.tokenizer, folder)
 
 
-def export_run(run_dir: Path, method_name: str, task: str, out: Path, seed: int | None = None, check: bool = False) -> str:
-    trained = load_trained(run_dir, method_name, task, seed)
+def export_run(
+    run_dir: Path, method_name: str, task: str, out: Path, seed: int | None = None, check: bool = False, order: int = 0,
+) -> str:
+    trained = load_trained(run_dir, method_name, task, seed, order=order)
     plain = trained.method.export(trained.model, trained.task_names.index(task))
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)
     trained.tokenizer.save_pretrained(out)
     lines = [f"wrote {out}: a plain {type(plain).__name__} ({sum(p.numel() for p in plain.parameters()):,} parameters)"]
     if check:
-        lines.append(check_against_predictions(run_dir, trained.config, trained.task_names, method_name, trained.seed, task, out))
+        lines.append(check_against_predictions(run_dir, trained, method_name, task, out))
     return "\n".join(lines)
 
 
-def check_against_predictions(run_dir, config, task_names, method_name, seed, task, out) -> str:
+def check_against_predictions(run_dir: Path, trained: TrainedMethod, method_name: str, task: str, out: Path) -> str:
     from codecl.data.tasks import build_stream
     from codecl.evaluate.decode import generate
 
     exported = load_pretrained(out)
     if type(exported.model) is not T5ForConditionalGeneration:
         raise UserError(f"export {out}: loads as {type(exported.model).__name__}, not a plain T5")
+    config, task_names = trained.config, trained.task_names
     stream = build_stream(config.data, exported.tokenizer, config.eval.split)
-    examples = stream[task_names.index(task)].splits[config.eval.split]
-    last = len(task_names)
-    saved = run_dir / "predictions" / method_name / f"seed{seed}" / f"after{last}-{task_names[-1]}" / f"{task}.jsonl"
+    examples = next(t for t in stream if t.name == task).splits[config.eval.split]
+    saved = (run_dir / "predictions" / method_name / trained.folder / f"after{len(task_names)}-{task_names[-1]}"
+             / f"{task}.jsonl")
+    if not saved.is_file():
+        raise UserError(f"export --check: {saved} is missing: the run's predictions are needed to compare with")
     expected = [json.loads(line)["prediction"] for line in saved.open()]
     accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.model.precision])
     exported.model.to(accelerator.device)

@@ -11,6 +11,9 @@ is index ``j - 1`` of a Python row. Row indices need no shift because row 0 is t
 
 A NaN (or None) entry marks an evaluation that failed. Any metric that reads such an entry is None:
 a failed evaluation must never be averaged in as a score of 0.
+
+`columns` restricts a metric to some tasks (those a metric applies to: CodeBLEU and syntax score code,
+not a code -> docstring task's text); each formula then averages over those of its tasks that are in it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from codecl.errors import UserError
 AccuracyMatrix = Sequence[Sequence[float | None]] | np.ndarray
 
 
-def average_final_score(accuracy_matrix: AccuracyMatrix) -> float | None:
+Columns = Sequence[int] | None
+
+
+def average_final_score(accuracy_matrix: AccuracyMatrix, columns: Columns = None) -> float | None:
     """Mean score over all tasks after training the last one.
 
     A = 1/T * sum_{j=1..T} R[T][j]   (ACC in Lopez-Paz & Ranzato, 2017, "Gradient Episodic Memory").
     """
     scores = _as_accuracy_matrix(accuracy_matrix)
-    return _mean_or_none(scores[-1, :])
+    return _mean_or_none(np.array([scores[-1, c] for c in _columns(scores, columns)]))
 
 
-def backward_transfer(accuracy_matrix: AccuracyMatrix) -> float | None:
+def backward_transfer(accuracy_matrix: AccuracyMatrix, columns: Columns = None) -> float | None:
     """How training later tasks changed the score on earlier ones; negative means forgetting.
 
     BWT = 1/(T-1) * sum_{j=1..T-1} (R[T][j] - R[j][j])
@@ -47,12 +53,11 @@ def backward_transfer(accuracy_matrix: AccuracyMatrix) -> float | None:
     if task_count < 2:
         return None
     # Column c (0-based) is task c+1, trained at row c+1.
-    final = scores[task_count, : task_count - 1]
-    just_learned = np.array([scores[column + 1, column] for column in range(task_count - 1)])
-    return _mean_or_none(final - just_learned)
+    earlier = [c for c in _columns(scores, columns) if c < task_count - 1]
+    return _mean_or_none(np.array([scores[task_count, c] - scores[c + 1, c] for c in earlier]))
 
 
-def forgetting(accuracy_matrix: AccuracyMatrix) -> float | None:
+def forgetting(accuracy_matrix: AccuracyMatrix, columns: Columns = None) -> float | None:
     """Average drop from the best earlier score to the final score, over all but the last task.
 
     F = 1/(T-1) * sum_{j=1..T-1} ( max_{l in j..T-1} R[l][j] - R[T][j] )
@@ -71,7 +76,7 @@ def forgetting(accuracy_matrix: AccuracyMatrix) -> float | None:
     if task_count < 2:
         return None
     drops = []
-    for column in range(task_count - 1):
+    for column in (c for c in _columns(scores, columns) if c < task_count - 1):
         # Task column+1 is trained at row column+1; rows up to T-1 inclusive are "before the
         # last task".
         best_before_last = _max_or_nan(scores[column + 1 : task_count, column])
@@ -79,7 +84,7 @@ def forgetting(accuracy_matrix: AccuracyMatrix) -> float | None:
     return _mean_or_none(np.array(drops))
 
 
-def forward_transfer(accuracy_matrix: AccuracyMatrix) -> float | None:
+def forward_transfer(accuracy_matrix: AccuracyMatrix, columns: Columns = None) -> float | None:
     """How training earlier tasks changed the score on a task before it was trained.
 
     FWT = 1/(T-1) * sum_{j=2..T} (R[j-1][j] - R[0][j])
@@ -93,19 +98,23 @@ def forward_transfer(accuracy_matrix: AccuracyMatrix) -> float | None:
     if task_count < 2:
         return None
     # Column c (0-based) is task c+1; the row just before training it is row c.
-    just_before = np.array([scores[column, column] for column in range(1, task_count)])
-    return _mean_or_none(just_before - scores[0, 1:])
+    later = [c for c in _columns(scores, columns) if c >= 1]
+    return _mean_or_none(np.array([scores[c, c] - scores[0, c] for c in later]))
 
 
-def summarize(accuracy_matrix: AccuracyMatrix) -> dict[str, float | None]:
+def summarize(accuracy_matrix: AccuracyMatrix, columns: Columns = None) -> dict[str, float | None]:
     """All the metrics of this module for one accuracy matrix, keyed by name."""
     scores = _as_accuracy_matrix(accuracy_matrix)
     return {
-        "average": average_final_score(scores),
-        "backward_transfer": backward_transfer(scores),
-        "forgetting": forgetting(scores),
-        "forward_transfer": forward_transfer(scores),
+        "average": average_final_score(scores, columns),
+        "backward_transfer": backward_transfer(scores, columns),
+        "forgetting": forgetting(scores, columns),
+        "forward_transfer": forward_transfer(scores, columns),
     }
+
+
+def _columns(scores: np.ndarray, columns: Columns) -> list[int]:
+    return list(range(scores.shape[1])) if columns is None else sorted(columns)
 
 
 def _as_accuracy_matrix(accuracy_matrix: AccuracyMatrix) -> np.ndarray:
@@ -133,7 +142,7 @@ def _max_or_nan(values: np.ndarray) -> float:
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
-    if np.isnan(values).any():
+    if values.size == 0 or np.isnan(values).any():
         return None
     return float(values.mean())
 

@@ -64,7 +64,8 @@ def scenario_rows(results: dict) -> list[tuple[str, str, dict, str]]:
     rows = []
     for name, entry in results["methods"].items():
         routed = entry.get("summary_task_agnostic") or {}
-        rows.append((name, "given (oracle)" if routed else "not needed", entry.get("summary", {}), "—"))
+        per_task = bool(routed) or any(run.get("per_task_parameters") for run in entry["runs"])
+        rows.append((name, "given (oracle)" if per_task else "not needed", entry.get("summary", {}), "—"))
         for router, summary in routed.items():
             rows.append((name, f"routed: {router}", summary, _router_accuracy(entry, router)))
     return rows

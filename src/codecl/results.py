@@ -51,6 +51,12 @@ def git_commit() -> dict[str, str | bool | None]:
     return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
 
 
+def run_folder(seed: int, order: int, order_count: int) -> str:
+    """The folder of one (seed, order) run under checkpoints/METHOD/ and predictions/METHOD/: `seedS`, or
+    `seedS-orderK` when the run has several task orders (K indexes `orders`)."""
+    return f"seed{seed}" if order_count == 1 else f"seed{seed}-order{order}"
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -72,8 +78,14 @@ def write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
 
 
 def summarize_run(matrices: dict[str, list[list[float]]]) -> dict[str, dict[str, float | None]]:
-    """The CL summary (average, BWT, forgetting, FWT) of every metric's accuracy matrix."""
-    return {metric: metrics.summarize(matrix) for metric, matrix in matrices.items()}
+    """The CL summary (average, BWT, forgetting, FWT) of every metric's accuracy matrix, over the tasks the
+    metric applies to: a column with no score in any row (CodeBLEU of a code -> docstring task) is left out,
+    so it cannot void the others' summary; a column that misses some rows only still voids it."""
+    summaries = {}
+    for metric, matrix in matrices.items():
+        scored = [j for j in range(len(matrix[0])) if any(row[j] is not None for row in matrix)]
+        summaries[metric] = metrics.summarize(matrix, scored if scored else None)
+    return summaries
 
 
 def aggregate_seeds(runs: list[dict]) -> dict[str, dict[str, dict]]:

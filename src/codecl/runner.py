@@ -49,7 +49,7 @@ from codecl.models.load import BaseModel, load_pretrained
 from codecl.models.store import ensure_tiny_model, log_to_stderr, tiny_model_identity, tiny_model_request
 from codecl.report import write_report
 from codecl.results import (
-    aggregate_seeds, aggregate_task_agnostic, git_commit, now, package_versions, summarize_run,
+    aggregate_seeds, aggregate_task_agnostic, git_commit, now, package_versions, run_folder, summarize_run,
     write_json_atomically, write_jsonl_atomically,
 )
 from codecl.statistics import two_level_bootstrap_p
@@ -156,8 +156,9 @@ class Run:
         self.base = load_base(config, log)
         self.base.model.to(self.accelerator.device)
         self.tasks = build_stream(config.data, self.base.tokenizer, config.eval.split)
-        self.orders = config.stream_orders()  # lists of stream indices; the first is the stream's own order
-        self.eval_only = build_humaneval_tasks(config.eval, self.base.tokenizer, config.data.max_source_tokens)
+        self.orders = config.stream_orders()  # lists of stream indices (the stream's own order when unset)
+        self.eval_only = build_humaneval_tasks(config.eval, self.base.tokenizer, config.data.max_source_tokens,
+                                               config.data.input_prefix)
         # The prototype router's base-model features, computed when a router first needs them.
         self.features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self.prototypes: dict[tuple[int, ...], Prototypes] = {}  # stream indices of the known tasks -> router
@@ -248,15 +249,16 @@ class Run:
             self.results["methods"][name]["bleu_vs_best"] = {"best": best, "p_value": p_value}
 
     def eval_only_trained_at(self, tasks: list[Task]) -> list[int | None]:
-        """Per eval-only task, the row after which its language was trained: the first task in it."""
-        languages = [t.language for t in tasks]
+        """Per eval-only task, the row after which its language was trained: the first task that writes
+        code in it (a code -> docstring task in that language does not)."""
+        languages = [t.target_language for t in tasks]
         return [languages.index(t.language) + 1 if t.language in languages else None for t in self.eval_only]
 
     def evaluate_eval_only(self, model, tasks: list[Task], use_task: Callable[[int], None]) -> list[FunctionalEvaluation]:
-        """pass@1 of every HumanEval task, with the parameters of the first of `tasks` in its language
-        (the last task's where none is in that language)."""
+        """pass@1 of every HumanEval task, with the parameters of the first of `tasks` that writes code in
+        its language (the last task's where none does)."""
         evaluations = []
-        languages = [t.language for t in tasks]
+        languages = [t.target_language for t in tasks]
         for task in self.eval_only:
             use_task(languages.index(task.language) if task.language in languages else len(languages) - 1)
             evaluations.append(pass_at_1(model, self.base.tokenizer, task, self.config.eval, self.accelerator))
@@ -328,9 +330,11 @@ class Run:
 
     def route(
         self, router: str, model, use_task: Callable[[int], None], tasks: list[Task], order: list[int], position: int,
+        aware_row: list[Evaluation],
     ) -> tuple[list[list[int]], dict[tuple[int, int], list[Generation]]]:
         """Per task of `tasks` (column), each evaluation input's routed task among the trained 0..`position`;
-        and for the loss router, its decodes by (task, column)."""
+        and for the loss router, its decodes by (task, column). A column's decodes with the parameters the
+        oracle gives it are the task-aware row's own, reused."""
         columns = [task.splits[self.config.eval.split] for task in tasks]
         known = position + 1
         if router == "prototype":
@@ -340,8 +344,8 @@ class Run:
         for k in range(known):
             use_task(k)
             for j, task in enumerate(tasks):
-                decoded[k, j] = generations(model, tokenizer, columns[j], self.config.eval, self.accelerator,
-                                             task.target_language)
+                decoded[k, j] = aware_row[j].generations if k == min(j, position) else generations(
+                    model, tokenizer, columns[j], self.config.eval, self.accelerator, task.target_language)
                 nll[k, j] = output_nll(model, columns[j], decoded[k, j], tokenizer.eos_token_id, tokenizer.pad_token_id,
                                        self.config.eval.batch_size, self.accelerator)
         return [route_by_loss([nll[k, j] for k in range(known)]) for j in range(len(tasks))], decoded
@@ -362,7 +366,7 @@ class Run:
         if position == 0:  # one known task: every input goes to it, where the oracle sends it too
             return aware_row, [[0] * len(column) for column in columns]
         own = [min(j, position) for j in range(len(tasks))]
-        routes, decoded = self.route(router, model, use_task, tasks, order, position)
+        routes, decoded = self.route(router, model, use_task, tasks, order, position, aware_row)
 
         def decode(k: int, j: int, indices: list[int]) -> list[Generation]:
             if (k, j) in decoded:
@@ -442,14 +446,14 @@ class Run:
         memory.start()
         method = METHODS[method_config.method].build(method_config)
         record = {"seed": seed, "order": [t.name for t in tasks], "status": "ok", "error": None, "train": [],
-                  "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
+                  "per_task_parameters": method.per_task_parameters, "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
         rows, eval_only_rows = [[start_row[i] for i in order]], [start_eval_only]
         # Per router, the rows scored without the task id; a method whose one model serves every task has none.
         routed = {router: RoutedRows([rows[0]], [[None] * len(tasks)]) for router in self.config.eval.routers
                   if method.per_task_parameters}
         if routed:
             record["seconds"]["task_agnostic"] = 0.0
-        folder = f"seed{seed}" if len(self.orders) == 1 else f"seed{seed}-order{self.orders.index(order)}"
+        folder = run_folder(seed, self.orders.index(order), len(self.orders))
         try:
             model = method.attach(copy.deepcopy(self.base.model)).to(self.accelerator.device)
             trainable = []

@@ -81,8 +81,16 @@ def encode(tokenizer, sources: dict[str, str], max_source_tokens: int) -> list[E
     return [Example(text, "", ids, []) for text, ids in zip(sources.values(), encoded)]
 
 
-def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int) -> list[FunctionalTask]:
-    """One eval-only task per language of `eval.humaneval`, its first `eval.humaneval_limit` problems."""
+def prefixed(sources: dict[str, str], language: str, input_prefix: str) -> dict[str, str]:
+    """The inputs as the stream's tasks give theirs: `data.input_prefix: language` puts `python: ` first."""
+    return sources if input_prefix == "none" else {t: f"{language}: {source}" for t, source in sources.items()}
+
+
+def build_humaneval_tasks(
+    config: EvalConfig, tokenizer, max_source_tokens: int, input_prefix: str = "none",
+) -> list[FunctionalTask]:
+    """One eval-only task per language of `eval.humaneval`, its first `eval.humaneval_limit` problems, with
+    inputs prefixed as `data.input_prefix` prefixes the stream's."""
     from codecl.evaluate.humaneval import dropped_assertions
 
     tasks = []
@@ -90,6 +98,7 @@ def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int)
         if language == "javascript" and shutil.which("node") is None:
             continue  # said once by the runner: JavaScript pass@k needs node
         sources, skipped = model_inputs(language, config.humaneval_signature)
+        sources = prefixed(sources, language, input_prefix)
         task_ids = list(sources)[: config.humaneval_limit]
         examples = encode(tokenizer, {t: sources[t] for t in task_ids}, max_source_tokens)
         dropped = [(t, why) for t, why in dropped_assertions(language) if t in task_ids]
@@ -99,7 +108,7 @@ def build_humaneval_tasks(config: EvalConfig, tokenizer, max_source_tokens: int)
 
 def model_samples(
     model: nn.Module, tokenizer, language: str, config: EvalConfig, max_source_tokens: int, accelerator: Accelerator,
-    num_samples: int = 1, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+    num_samples: int = 1, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0, input_prefix: str = "none",
 ) -> list[dict]:
     """Samples (`task_id`, `completion`) from ``model`` for every problem of ``language``: one greedy
     completion when ``num_samples`` is 1, else ``num_samples`` seeded samples per problem. Each
@@ -107,7 +116,7 @@ def model_samples(
     from codecl.evaluate.humaneval import scored_samples
 
     sources, _ = model_inputs(language, config.humaneval_signature)
-    examples = encode(tokenizer, sources, max_source_tokens)
+    examples = encode(tokenizer, prefixed(sources, language, input_prefix), max_source_tokens)
     if num_samples == 1:
         outputs = [[text] for text in generate(model, tokenizer, examples, config, accelerator, language)]
     else:
@@ -159,4 +168,5 @@ def samples_from_run(
     trained.model.to(accelerator.device)
     trained.method.use_task(trained.model, trained.task_names.index(task))
     return model_samples(trained.model, trained.tokenizer, language, trained.config.eval,
-                         trained.config.data.max_source_tokens, accelerator, num_samples, temperature, top_p, seed)
+                         trained.config.data.max_source_tokens, accelerator, num_samples, temperature, top_p, seed,
+                         trained.config.data.input_prefix)

@@ -35,8 +35,9 @@ class MethodConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TaskData:
-    """What a method may read of the task being trained: its position in the stream, its training
-    examples, those of the tasks before it (in stream order), and how to batch them on the model's device."""
+    """What a method may read of the task being trained: its position in the run's task order, its training
+    examples, those of the tasks trained before it (in that order), and how to batch them on the model's
+    device."""
 
     index: int
     examples: list[Example]
