@@ -41,6 +41,17 @@ def base_blocks_pattern(model: nn.Module, targets: list[str]) -> str:
     return rf"(.*\.)?({'|'.join(stacks)})\..*\.({names})"
 
 
+def train_only(model: PeftModel, adapter: str) -> list[nn.Parameter]:
+    """Freeze everything but `adapter`'s A and B matrices, and return those."""
+    freeze_all(model)
+    # Match PEFT's own parameter names exactly: a bare ".{adapter}." could also hit base weights.
+    markers = (f"lora_A.{adapter}.", f"lora_B.{adapter}.")
+    trainable = [p for name, p in model.named_parameters() if any(m in name for m in markers)]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    return trainable
+
+
 class Lora:
     def __init__(self, config: LoraMethodConfig):
         self.config = config
@@ -73,13 +84,7 @@ class Lora:
             model.add_adapter(self.adapters[-1], self._peft_config())
         adapter = self.adapters[min(task_index, len(self.adapters) - 1)]
         model.set_adapter(adapter)
-        freeze_all(model)
-        # Match PEFT's own parameter names exactly: a bare ".{adapter}." could also hit base weights.
-        markers = (f"lora_A.{adapter}.", f"lora_B.{adapter}.")
-        trainable = [p for name, p in model.named_parameters() if any(m in name for m in markers)]
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-        return trainable
+        return train_only(model, adapter)
 
     def train_examples(self, task):
         return task.examples

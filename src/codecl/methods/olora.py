@@ -34,7 +34,7 @@ from torch import nn
 
 from codecl.errors import UserError
 from codecl.methods.base import MethodConfig, freeze_all, register_method
-from codecl.methods.lora import base_blocks_pattern
+from codecl.methods.lora import base_blocks_pattern, train_only
 
 
 class OLoraConfig(MethodConfig):
@@ -93,13 +93,7 @@ class OLora:
         self.training_index = min(task_index, len(self.adapters) - 1)
         # The forward sees the sum of the earlier adapters and the new one, as in the paper.
         self._activate(model, self.training_index + 1)
-        adapter = self.adapters[self.training_index]
-        # Match PEFT's own parameter names exactly: a bare ".{adapter}." could also hit base weights.
-        markers = (f"lora_A.{adapter}.", f"lora_B.{adapter}.")
-        trainable = [p for name, p in model.named_parameters() if any(m in name for m in markers)]
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-        return trainable
+        return train_only(model, self.adapters[self.training_index])
 
     def train_examples(self, task):
         return task.examples
