@@ -1,4 +1,6 @@
-"""The report's degeneration table, from a hand-made results dictionary."""
+"""The report's tables, from hand-made results dictionaries."""
+
+import copy
 
 from codecl.report import degeneration_table
 
@@ -120,3 +122,15 @@ def test_degeneration_rows_follow_each_order_with_columns_in_stream_order():
         "| full-ft | javascript (order javascript → python) | 20.0 | 2.0 | 10.0 | 1.0 |",
         "| full-ft | python (order javascript → python) | 40.0 | 4.0 | 30.0 | 3.0 |",
     ]
+
+
+def test_a_router_that_routes_alike_for_every_method_gets_one_table():
+    from codecl.report import router_tables
+
+    twice = {**ROUTED, "methods": {**ROUTED["methods"], "layers": ROUTED["methods"]["lora"]}}
+    headings = [line for line in router_tables(twice) if line.startswith("### ")]
+    assert headings == ["### prototype router, every method, after the last task (inputs summed over 2 runs)"]
+    different = {**ROUTED, "methods": {**ROUTED["methods"], "layers": copy.deepcopy(ROUTED["methods"]["lora"])}}
+    different["methods"]["layers"]["runs"][0]["task_agnostic"]["prototype"]["confusion"] = [[4, 0], [0, 4]]
+    headings = [line for line in router_tables(different) if line.startswith("### ")]
+    assert [h.split(",")[1].strip() for h in headings] == ["lora", "layers"]

@@ -127,6 +127,7 @@ def router_tables(results: dict) -> list[str]:
     lines += ["- 'task id: given (oracle)' rows use the parameters of the task being scored; 'routed' rows get only the "
               "input, and the router picks the parameters of one trained task per input. Inputs it sends to their own "
               "task's parameters keep the oracle's prediction, so a perfect router scores exactly the oracle's row.", ""]
+    tables: dict[str, dict[str, tuple[list[list[int]], int]]] = {}  # router -> method -> (confusion, runs)
     for name, entry in entries.items():
         finished = [run for run in entry["runs"] if run["status"] == "ok"]
         for router in entry["summary_task_agnostic"]:
@@ -136,7 +137,13 @@ def router_tables(results: dict) -> list[str]:
                 for i, row in enumerate(run["task_agnostic"][router]["confusion"]):
                     for j, count in enumerate(row):
                         confusion[task_names.index(order[i])][task_names.index(order[j])] += count
-            lines += [f"### {name}, {router} router, after the last task (inputs summed over {len(finished)} runs)", "",
+            tables.setdefault(router, {})[name] = (confusion, len(finished))
+    for router, by_method in tables.items():
+        # A router that reads only the base (the prototypes) routes alike for every method: one table.
+        alike = len(by_method) > 1 and len({repr(table) for table in by_method.values()}) == 1
+        shown = {"every method": next(iter(by_method.values()))} if alike else by_method
+        for name, (confusion, runs) in shown.items():
+            lines += [f"### {router} router, {name}, after the last task (inputs summed over {runs} runs)", "",
                       "| scored on ↓ / routed to → | " + " | ".join(task_names) + " | accuracy |",
                       "|---|" + "---:|" * (len(task_names) + 1)]
             for i, task in enumerate(task_names):
