@@ -6,6 +6,7 @@ or an unknown method is a one-line `UserError` that names it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -217,6 +218,10 @@ class TrainConfig(Section):
         "overflow) after which a method fails"
     )
     log_every: int = Field(50, ge=1, description="steps between training log lines")
+    checkpoint_every: int = Field(
+        0, ge=0, description="steps between mid-task checkpoints that `--resume` goes on from (0: only at the "
+        "end of every task); each holds the trained parameters and the optimiser's state",
+    )
 
 
 class EvalConfig(Section):
@@ -245,6 +250,26 @@ class EvalConfig(Section):
         return self.max_new_tokens_per_language.get(language, self.max_new_tokens)
 
 
+class RunConfig(Section):
+    """How the grid of jobs runs. None of it changes a result, so `--resume` may change it."""
+
+    executor: Literal["inline", "local", "ray"] = Field(
+        "local", description="inline: one process, one job after another; local: worker processes on this "
+        "machine; ray: Ray tasks on a Ray cluster (`pip install codecl[ray]`)",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local: worker processes (null: one per GPU, else one per CPU core)",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="local: torch threads per worker (null: the CPU cores shared out among the workers)",
+    )
+    address: str | None = Field(
+        None, description="ray: the cluster to join, as for ray.init (null: start a local one)",
+    )
+    num_cpus: float = Field(1.0, gt=0, description="ray: CPUs per job (also its torch threads)")
+    num_gpus: float = Field(0.0, ge=0, description="ray: GPUs per job (0: the job runs on the CPU)")
+
+
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="names the run folder")
     seeds: list[int] = Field([0], min_length=1, description="every method runs once per seed")
@@ -254,6 +279,7 @@ class ExperimentConfig(Section):
     methods: dict[str, SerializeAsAny[MethodConfig]] = Field(..., min_length=1, description="name -> method config")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig, description="how the jobs run (executor, workers)")
     orders: list[list[str]] | None = Field(
         None, min_length=1, description="task orders to run, each a permutation of the stream's task names; "
         "every method and seed runs once per order (null: the stream's own order)",
@@ -352,6 +378,47 @@ def load_config(path: Path, overrides: list[str] = ()) -> ExperimentConfig:
         raise UserError(f"config {path}:{where} invalid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(tree, dict):
         raise UserError(f"config {path}: expected a mapping at the top level")
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    try:
+        return ExperimentConfig(**tree)
+    except ValidationError as error:
+        raise UserError(f"config {path}: {_first_problem(error)}") from None
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()  # a key one config has and the other has not
+
+# Keys that say how a run goes, not what it computes: a resumed run may change them.
+RESUMABLE_KEYS = ("run", "train.checkpoint_every")
+
+
+def first_difference(ours: Any, theirs: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (in `ours`'s order) where two config dumps differ, with both values; keys
+    under `RESUMABLE_KEYS` do not count. None when they agree."""
+    if where in RESUMABLE_KEYS:
+        return None
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in [*ours, *(k for k in theirs if k not in ours)]:
+            found = first_difference(ours.get(key, ABSENT), theirs.get(key, ABSENT), f"{where}.{key}".lstrip("."))
+            if found:
+                return found
+        return None
+    return None if ours == theirs else (where, ours, theirs)
+
+
+def load_run_config(run_dir: Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """A run folder's own config (`config.json`, which `codecl run` writes first), with `overrides` applied:
+    what `--resume RUN_DIR` runs when no config file is given."""
+    path = run_dir / "config.json"
+    try:
+        tree = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"--resume {run_dir}: no readable config.json in it (expected a folder written by `codecl run`)") from None
     for assignment in overrides:
         apply_override(tree, assignment)
     try:
