@@ -1,12 +1,18 @@
+import copy
+import dataclasses
+import io
 import math
+import re
 from types import SimpleNamespace
 
+import pytest
 import torch
 from accelerate import Accelerator
+from torch import nn
 
 from codecl.config import TrainConfig
 from codecl.data.tasks import Example
-from codecl.train import fused_adamw, train_task, warmup_then_linear_decay
+from codecl.train import fused_adamw, keep_batch, train_task, warmup_then_linear_decay
 
 
 def examples(tokenizer, n=8):
@@ -168,3 +174,120 @@ def test_fused_adamw_only_where_no_gradient_scaler_must_see_dropped_steps():
     # Under fp16 a fused AdamW would skip an overflowing step inside its kernel, unseen by the guard.
     assert not fused_adamw(SimpleNamespace(device=torch.device("cuda"), scaler=object()))
     assert not fused_adamw(SimpleNamespace(device=torch.device("mps"), scaler=None))
+
+
+def distinct_examples(tokenizer, n):
+    """Examples of different contents and lengths, so that batch order and replay draws change the weights."""
+    return [
+        Example(f"add {i}", f"def f{i}", tokenizer(f"add {i} to x" + " twice" * (i % 4))["input_ids"],
+                tokenizer(f"def f{i}(x):\n    return x + {i}" + " + 1" * (i % 3))["input_ids"])
+        for i in range(n)
+    ]
+
+
+def with_dropout(base, p=0.1):
+    """A copy of `base` with dropout on: the tiny preset has none, and a resume must restore torch's RNG."""
+    model = copy.deepcopy(base)
+    dropouts = [module for module in model.modules() if isinstance(module, nn.Dropout)]
+    assert dropouts
+    for module in dropouts:
+        module.p = p
+    return model
+
+
+def train_ten_steps(model, tokenizer, lines, mix_batch=keep_batch, accelerator=None, **checkpointing):
+    """10 examples in batches of 3 for 2.5 epochs: 10 planned steps, epochs of 4 steps, a log line every 4."""
+    return train_task(
+        model, list(model.parameters()), distinct_examples(tokenizer, 10),
+        TrainConfig(batch_size=3, epochs=2.5, log_every=4, warmup_fraction=0.2),
+        learning_rate=1e-3, accelerator=accelerator or Accelerator(cpu=True), pad_id=tokenizer.pad_token_id, seed=0,
+        extra_loss=lambda m, b: None, log=lines.append, mix_batch=mix_batch, **checkpointing,
+    )
+
+
+class Killed(Exception):
+    """The run killed right after a checkpoint was written."""
+
+
+def without_tokens_per_second(lines):
+    return [re.sub(r" [\d,.]+ tok/s$", "", line) for line in lines]
+
+
+def test_a_run_resumed_from_a_step_checkpoint_ends_as_the_uninterrupted_run(tiny_base):
+    """Killed after step 6 of 10 (mid-epoch, mid-log-window), resumed from the saved state in a fresh
+    model: the same weights, result and log lines, with dropout on and replay drawing from the loop's rng."""
+    base, tokenizer = tiny_base
+    replay_pool = distinct_examples(tokenizer, 16)[10:]
+
+    def replay_one(chosen, rng):
+        return chosen + rng.sample(replay_pool, 1)
+
+    model = with_dropout(base)
+    model.train()
+    batch = {"input_ids": torch.tensor([replay_pool[0].source_ids]), "labels": torch.tensor([replay_pool[0].target_ids])}
+    assert not torch.equal(model(**batch).logits, model(**batch).logits)  # dropout does draw from torch's RNG
+
+    torch.manual_seed(0)
+    straight_lines = []
+    straight = train_ten_steps(model, tokenizer, straight_lines, replay_one)
+
+    states, killed_lines = [], []
+
+    def save_then_die_at_step_6(state):
+        states.append(state)
+        if state.step == 6:
+            raise Killed
+
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        train_ten_steps(with_dropout(base), tokenizer, killed_lines, replay_one,
+                        checkpoint_every=3, save_state=save_then_die_at_step_6)
+    assert [s.step for s in states] == [3, 6]
+    assert states[-1].batches and states[-1].recent_losses  # neither an epoch's nor a log window's end
+    assert len(straight_lines) == 3 and len(killed_lines) == 1  # steps 4, 8 and 10; 4
+
+    # The step-3 state too: what was saved stays as it was while training went on.
+    for state, lines_before in zip(states, ([], killed_lines)):
+        written = io.BytesIO()
+        torch.save(state, written)
+        written.seek(0)
+        saved = torch.load(written, weights_only=False)
+        torch.manual_seed(1)  # the resume restores torch's RNG itself
+        resumed_lines = []
+        resumed_model = with_dropout(base)
+        resumed = train_ten_steps(resumed_model, tokenizer, resumed_lines, replay_one, resume_from=saved)
+
+        assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(), model.state_dict().values()))
+        assert dataclasses.replace(resumed, seconds=0.0) == dataclasses.replace(straight, seconds=0.0)
+        assert straight.steps == 10 and resumed.seconds > saved.result.seconds > 0
+        assert without_tokens_per_second(lines_before + resumed_lines) == without_tokens_per_second(straight_lines)
+
+
+def test_state_is_saved_every_n_planned_steps_but_not_after_the_last(tiny_base):
+    base, tokenizer = tiny_base
+    for every, saved_after in ((0, []), (3, [3, 6, 9]), (5, [5])):
+        states = []
+        train_ten_steps(copy.deepcopy(base), tokenizer, [], checkpoint_every=every, save_state=states.append)
+        assert [s.step for s in states] == saved_after, every
+
+
+def cpu_accelerator_with_a_gradient_scaler():
+    """accelerate gives no gradient scaler on the CPU; torch's CPU one stands in for fp16's, doubling its
+    scale every step so that its state changes from step to step."""
+    accelerator = Accelerator(cpu=True)
+    accelerator.scaler = torch.amp.GradScaler("cpu", growth_interval=1)
+    return accelerator
+
+
+def test_a_resume_restores_the_gradient_scaler(tiny_base):
+    base, tokenizer = tiny_base
+    straight_model, straight = copy.deepcopy(base), cpu_accelerator_with_a_gradient_scaler()
+    train_ten_steps(straight_model, tokenizer, [], accelerator=straight)
+    states = []
+    train_ten_steps(copy.deepcopy(base), tokenizer, [], accelerator=cpu_accelerator_with_a_gradient_scaler(),
+                    checkpoint_every=6, save_state=states.append)
+    resumed_model, resumed = copy.deepcopy(base), cpu_accelerator_with_a_gradient_scaler()
+    train_ten_steps(resumed_model, tokenizer, [], accelerator=resumed, resume_from=states[0])
+    assert states[0].scaler_state["scale"] < straight.scaler.get_scale()  # it grew after the checkpoint
+    assert resumed.scaler.state_dict() == straight.scaler.state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.state_dict().values(), straight_model.state_dict().values()))

@@ -9,10 +9,15 @@ untouched base model. A failure is returned, never turned into a score.
 
 The schedule advances on every planned step, skipped or not, so it always spans the planned steps and
 ends at zero: skips shorten training, they never stretch the schedule past the data.
+
+Every `checkpoint_every` planned steps the loop hands its whole state (`LoopState`) to `save_state`, and
+`resume_from` such a state goes on from that step with the result the uninterrupted run would have
+given, bit for bit: a run killed mid-task loses at most `checkpoint_every` steps, not the task.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -54,6 +59,55 @@ class TrainResult:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class LoopState:
+    """Everything `train_task` needs to go on after planned step `step` as if it had never stopped.
+    Tensors are CPU copies, so a state stays what it was while training goes on; `torch.save` writes one
+    (`torch.load(..., weights_only=False)` reads it back: it holds this class and `TrainResult`)."""
+
+    step: int  # planned steps done: the index of the next step
+    total_steps: int  # the plan it belongs to; resuming under another plan is refused
+    rng_state: tuple  # the loop's random.Random: batch order and `mix_batch` (replay) draw from it
+    batches: list[list[int]]  # what is left of the current epoch's batches
+    result: TrainResult  # so far; `seconds` included, and it goes on counting after a resume
+    bad_in_a_row: int
+    recent_losses: list[float]  # losses since the last log line
+    tokens_at_log: int
+    seconds_at_log: float
+    optimizer_state: dict
+    scheduler_state: dict
+    scaler_state: dict | None  # fp16's gradient scaler, None without one
+    parameter_values: list[torch.Tensor]  # in the order of `train_task`'s `parameters`
+    torch_rng_state: torch.Tensor  # dropout draws from torch's generators
+    cuda_rng_state: torch.Tensor | None  # the current device's: a resumed job may see another number of GPUs
+
+
+def cpu_copy(value):
+    """`value` with every tensor in it (nested in dicts, lists and tuples) copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
+
+
+def restore_tensors(state: LoopState, parameters: list[nn.Parameter], optimizer, scheduler, scaler) -> None:
+    """Load the tensor side of `state` into the prepared optimiser and the rest; the RNGs last, so that
+    nothing between here and the first resumed step draws from them."""
+    with torch.no_grad():
+        for parameter, value in zip(parameters, state.parameter_values, strict=True):
+            parameter.copy_(value)
+    optimizer.load_state_dict(state.optimizer_state)
+    scheduler.load_state_dict(state.scheduler_state)
+    if state.scaler_state is not None:
+        scaler.load_state_dict(state.scaler_state)
+    torch.set_rng_state(state.torch_rng_state)
+    if state.cuda_rng_state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state.cuda_rng_state)
 
 
 def warmup_then_linear_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -104,9 +158,17 @@ def train_task(
     extra_loss: ExtraLoss,
     log: Callable[[str], None],
     mix_batch: MixBatch = keep_batch,
+    checkpoint_every: int = 0,
+    save_state: Callable[[LoopState], None] | None = None,
+    resume_from: LoopState | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train `parameters` of `model` on `examples` for `config.epochs` epochs; `mix_batch` may add
-    examples to each batch the loop draws (replay), `extra_loss` a term to each loss (a regulariser)."""
+    examples to each batch the loop draws (replay), `extra_loss` a term to each loss (a regulariser).
+
+    `save_state` gets the loop's state after every `checkpoint_every`-th planned step but the last (0:
+    never); `resume_from` one such state goes on from its step, given the same model as at the task's
+    start and the same arguments. `progress` hears (steps done, steps planned) at every log line."""
     rng = random.Random(seed)
     lengths = [(len(e.target_ids), len(e.source_ids)) for e in examples]
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -120,11 +182,34 @@ def train_task(
     with prepared(accelerator, model, optimizer) as (train_model, optimizer):
         train_model.train()
 
-        result = TrainResult(0, 0, 0, 0.0, None)
-        bad_in_a_row, recent_losses, tokens_at_log = 0, [], 0
-        started = last_log = time.perf_counter()
-        batches: list[list[int]] = []
-        for step in range(total_steps):
+        first_step, batches, result = 0, [], TrainResult(0, 0, 0, 0.0, None)
+        bad_in_a_row, recent_losses, tokens_at_log, seconds_at_log = 0, [], 0, 0.0
+        if resume_from is not None:
+            if resume_from.total_steps != total_steps:
+                raise ValueError(f"a state of {resume_from.total_steps} planned steps resumed under {total_steps}")
+            first_step, batches = resume_from.step, [list(b) for b in resume_from.batches]
+            result, recent_losses = copy.deepcopy(resume_from.result), list(resume_from.recent_losses)
+            bad_in_a_row, tokens_at_log, seconds_at_log = (
+                resume_from.bad_in_a_row, resume_from.tokens_at_log, resume_from.seconds_at_log
+            )
+            rng.setstate(resume_from.rng_state)
+            restore_tensors(resume_from, parameters, optimizer, scheduler, accelerator.scaler)
+        # Seconds count from the task's start, across a resume.
+        started = time.perf_counter() - result.seconds
+
+        def state_after(step: int) -> LoopState:
+            so_far = copy.deepcopy(result)
+            so_far.seconds = time.perf_counter() - started
+            return LoopState(
+                step + 1, total_steps, rng.getstate(), [list(b) for b in batches], so_far,
+                bad_in_a_row, list(recent_losses), tokens_at_log, seconds_at_log,
+                cpu_copy(optimizer.state_dict()), cpu_copy(scheduler.state_dict()),
+                cpu_copy(accelerator.scaler.state_dict()) if accelerator.scaler is not None else None,
+                cpu_copy(parameters), torch.get_rng_state(),
+                torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            )
+
+        for step in range(first_step, total_steps):
             if not batches:
                 batches = length_grouped_batches(lengths, config.batch_size, rng)
             chosen = mix_batch([examples[i] for i in batches.pop()], rng)
@@ -161,18 +246,24 @@ def train_task(
                 if bad_in_a_row >= config.max_bad_steps:
                     result.failure = f"step {step + 1}: {cause[1]}, {bad_in_a_row} steps in a row"
                     break
-                continue
-            bad_in_a_row = 0
-            result.steps += 1
-            recent_losses.append(loss.item())
-            if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
-                now = time.perf_counter()
-                log(
-                    f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
-                    f"lr {scheduler.get_last_lr()[0]:.2e} {(result.tokens - tokens_at_log) / (now - last_log):,.0f} tok/s"
-                )
-                result.final_loss = sum(recent_losses) / len(recent_losses)
-                recent_losses, tokens_at_log, last_log = [], result.tokens, now
+            else:
+                bad_in_a_row = 0
+                result.steps += 1
+                recent_losses.append(loss.item())
+                if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+                    seconds = time.perf_counter() - started
+                    log(
+                        f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
+                        f"lr {scheduler.get_last_lr()[0]:.2e} "
+                        f"{(result.tokens - tokens_at_log) / (seconds - seconds_at_log):,.0f} tok/s"
+                    )
+                    result.final_loss = sum(recent_losses) / len(recent_losses)
+                    recent_losses, tokens_at_log, seconds_at_log = [], result.tokens, seconds
+                    if progress:  # (steps done, steps planned), for the run's live view
+                        progress(step + 1, total_steps)
+            # The task's end has its own checkpoint: none after the last step.
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < total_steps and save_state:
+                save_state(state_after(step))
 
         if recent_losses:
             result.final_loss = sum(recent_losses) / len(recent_losses)
