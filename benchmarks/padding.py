@@ -15,7 +15,7 @@ from pathlib import Path
 from codecl.config import load_config
 from codecl.data.batching import length_grouped_batches
 from codecl.data.tasks import build_stream
-from codecl.runner import load_base, log_to_stderr
+from codecl.setting import load_base, log_to_stderr
 
 
 def padded_slots(examples, batches) -> tuple[int, int]:

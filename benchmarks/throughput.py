@@ -246,7 +246,7 @@ def train_with_codecl(bench: Bench, shape: Shape, method: str, steps: int) -> Me
     """The runner's way: the method from the registry, attached to a copy, `train_task` on task 0."""
     from codecl.methods import METHODS
     from codecl.methods.base import TaskData
-    from codecl.runner import train_method_on_task
+    from codecl.job import train_method_on_task
 
     method_config = bench.config.methods[method]
     model = copy.deepcopy(shape.model)
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     from codecl.data.tasks import build_stream
     from codecl.errors import UserError
     from codecl.results import git_commit
-    from codecl.runner import load_base, log_to_stderr, make_accelerator
+    from codecl.setting import load_base, log_to_stderr, make_accelerator
 
     transformers.logging.set_verbosity_error()
     # PEFT still calls this transformers property; the warning says nothing about the benchmark.

@@ -1,3 +1,4 @@
+import gc
 import os
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def mined_corpus(tmp_path_factory) -> Path:
                   "--python-dir", str(python_dir), "--javascript-dir", str(javascript_dir), cwd=root)
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def collections_skip_the_imports():
+    """The training loop frees memory after every task (accelerate's free_memory), and gc.collect walks every
+    object alive: the 400,000 that importing torch, transformers and PEFT left, 0.2 s a task, most of a
+    two-step task's time. Frozen, they are skipped (as `setting_for` does in a run); what the tests create
+    is still collected."""
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +79,14 @@ def tiny_batch(tiny_base):
     labels = tokenizer(["def f(x):\n    return x + 1", "function g(a) { return a * 2; }"], padding=True, return_tensors="pt")
     label_ids = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
     return {"input_ids": sources["input_ids"], "attention_mask": sources["attention_mask"], "labels": label_ids}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mined_corpus, tmp_path_factory) -> Path:
+    """`codecl run configs/smoke.yaml` (the inline executor) on the mined corpus, once for every test."""
+    work = tmp_path_factory.mktemp("run")
+    done = codecl("run", str(REPO / "configs" / "smoke.yaml"), f"data.path={mined_corpus}", "--out", str(work / "out"),
+                  cwd=work, CODECL_CACHE=str(work / "cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| rank | method |" in done.stdout
+    return work / "out"

@@ -17,16 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-@pytest.fixture(scope="module")
-def smoke_run(mined_corpus, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("run")
-    done = codecl("run", str(SMOKE), f"data.path={mined_corpus}", "--out", str(work / "out"), cwd=work,
-                  CODECL_CACHE=str(work / "cache"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| rank | method |" in done.stdout
-    return work / "out"
-
-
 @pytest.mark.slow
 def test_results_describe_themselves(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())

@@ -9,7 +9,7 @@ from codecl.config import TrainConfig
 from codecl.data.tasks import Example
 from codecl.methods import METHODS
 from codecl.methods.base import TaskData
-from codecl.runner import train_method_on_task
+from codecl.job import train_method_on_task
 from codecl.train import train_task
 
 CONFIG = TrainConfig(epochs=2, batch_size=2, log_every=100)

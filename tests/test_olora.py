@@ -13,7 +13,7 @@ from codecl.data.tasks import Example
 from codecl.methods import METHODS
 from codecl.methods.base import TaskData
 from codecl.methods.growth import base_name
-from codecl.runner import train_method_on_task
+from codecl.job import train_method_on_task
 
 # The tiny T5 (tests/conftest.py) has q and v in 2 encoder self-attentions and in 2 decoder self- and
 # 2 cross-attentions: 12 adapted layers of 32 inputs and 32 outputs.

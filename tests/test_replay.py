@@ -13,7 +13,7 @@ from codecl.data.tasks import Example
 from codecl.methods import METHODS
 from codecl.methods.base import TaskData
 from codecl.methods.replay import memory_bound, replay_count, reservoir_add
-from codecl.runner import train_method_on_task
+from codecl.job import train_method_on_task
 
 STREAM = [120, 37, 300, 5, 80]  # task sizes, uneven on purpose
 

@@ -17,6 +17,7 @@ from codecl.evaluate.decode import METRICS, evaluate_task, generations, score
 from codecl.evaluate.router import (
     build_prototypes, confusion_counts, ledoit_wolf, mahalanobis, output_nll, route_by_loss, router_accuracy,
 )
+import codecl.evaluate.router
 from codecl.runner import Run
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
@@ -136,23 +137,23 @@ def test_task_agnostic_rows_reuse_the_oracle_and_decode_the_misrouted(monkeypatc
     odd_to = {0: 1, 2: 0}  # column -> the task its odd inputs go to
     references = {}
 
-    def route(self, router, model, use_task, tasks, order, position, aware_row):
-        columns = [task.splits[self.config.eval.split] for task in tasks]
+    def route(setting, features, router, model, use_task, tasks, order, position, aware_row):
+        columns = [task.splits[setting.config.eval.split] for task in tasks]
         own = [min(j, position) for j in range(len(tasks))]
         if router == "prototype":  # the oracle
             return [[own[j]] * len(column) for j, column in enumerate(columns)], {}
         use_task(0)
         references[1, position] = evaluate_task(
-            model, self.base.tokenizer, columns[1], tasks[1].target_language, self.config.eval, self.accelerator)
+            model, setting.base.tokenizer, columns[1], tasks[1].target_language, setting.config.eval, setting.accelerator)
         for j, k in odd_to.items():
             use_task(k)
             odd = [e for i, e in enumerate(columns[j]) if i % 2]
             references[j, position] = generations(
-                model, self.base.tokenizer, odd, self.config.eval, self.accelerator, tasks[j].target_language)
+                model, setting.base.tokenizer, odd, setting.config.eval, setting.accelerator, tasks[j].target_language)
         return [[0] * len(column) if j == 1 else [odd_to[j] if i % 2 else own[j] for i in range(len(column))]
                 for j, column in enumerate(columns)], {}
 
-    monkeypatch.setattr(Run, "route", route)
+    monkeypatch.setattr(codecl.evaluate.router, "route", route)
     out = tmp_path / "run"
     # A base pretrained long enough to write a different output for each input (the smoke base writes one
     # for all), so that a prediction taken from the wrong input or parameters shows.

@@ -74,8 +74,8 @@ def test_every_order_trains_its_own_sequence_and_is_scored_and_exported_in_it(mi
     start = frozen[0]["matrices"]["bleu"][0]
     assert frozen[1]["matrices"]["bleu"][0] == start[::-1]
     # Kept for the bootstrap back in stream order: the untrained model's final rows pair up exactly.
-    first, second = run.final_rows["frozen"]
-    assert [e.predictions for e in first] == [e.predictions for e in second]
+    first, second = run.final_predictions["frozen"]
+    assert first == second
 
     lora = results["methods"]["lora"]["runs"]
     assert [[t["task"] for t in r["train"]] for r in lora] == [["python", "javascript"], ["javascript", "python"]]

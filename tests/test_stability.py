@@ -17,7 +17,7 @@ from codecl.config import TrainConfig
 from codecl.data.tasks import Example
 from codecl.methods.growth import base_name
 from codecl.methods.base import TaskData
-from codecl.runner import train_method_on_task
+from codecl.job import train_method_on_task
 from test_methods import CASES, build
 
 STEPS_PER_TASK = 50  # 100 optimiser steps per precision per method: the file stays near a minute on 2 CPU cores

@@ -186,7 +186,7 @@ def test_pretrain_through_the_command_line_ships_what_run_then_loads(fixtures_di
                     "`codecl run` keeps using the shipped one (--ship replaces it)")
 
     # `codecl run` asks for the same base and finds it shipped; a damaged file stops it with one line.
-    from codecl.runner import load_base
+    from codecl.setting import load_base
 
     base = load_base(load_config(SMOKE, overrides), log=lambda line: None)
     assert base.provenance["origin"] == "shipped" and base.provenance["weights_sha256"] == record["weights_sha256"]

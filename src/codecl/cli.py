@@ -22,18 +22,30 @@ def resolve_config(name: str | None) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> None:
-    from codecl.config import load_config
-    from codecl.runner import Run
+    from codecl.config import load_config, load_run_config
+    from codecl.runner import Run, checked_config
 
     positional = list(args.items)
     config_name = positional.pop(0) if positional and "=" not in positional[0] else None
-    config_path = resolve_config(config_name)
-    config = load_config(config_path, positional)
-    out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if (out_dir / "results.json").exists():
-        raise UserError(f"--out {out_dir}: already holds a run's results.json; choose a new folder")
-    print(f"codecl run {config_path} -> {out_dir}", file=sys.stderr)
-    Run(config, out_dir, config_path).execute()
+    # The options are overrides of `run.*`, validated with the rest.
+    positional += [f"run.{key}={value}" for key, value in (("executor", args.executor), ("workers", args.workers))
+                   if value is not None]
+    if args.resume:
+        out_dir = args.resume
+        if args.out and args.out != out_dir:
+            raise UserError(f"--out {args.out}: a resumed run writes into its own folder ({out_dir})")
+        if config_name is None:  # the run's own config, any overrides on top
+            config_path, config = out_dir / "config.json", load_run_config(out_dir, positional)
+        else:
+            config_path = resolve_config(config_name)
+            config = load_config(config_path, positional)
+        checked_config(out_dir, config)  # before anything is printed: a refusal is its one line
+    else:
+        config_path = resolve_config(config_name)
+        config = load_config(config_path, positional)
+        out_dir = args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    print(f"codecl run {config_path} -> {out_dir}" + (" (resumed)" if args.resume else ""), file=sys.stderr)
+    Run(config, out_dir, config_path, resume=bool(args.resume)).execute()
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {out_dir / 'predictions'}/")
     print((out_dir / "report.md").read_text().split("## Accuracy matrices")[0].rstrip())
 
@@ -133,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("items", nargs="*", metavar="[CONFIG] [key=value ...]",
                      help="a config file or name (default: configs/default.yaml), then dotted overrides")
     run.add_argument("--out", type=Path, help="the run folder (default: runs/NAME-TIMESTAMP)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="go on with a killed or failed run: keep its finished jobs, restart the others from their "
+                          "last checkpoint (its own config unless CONFIG is given; a config that differs is refused)")
+    run.add_argument("--executor", metavar="NAME", help="run.executor: inline, local or ray")
+    run.add_argument("--workers", metavar="N", help="run.workers: worker processes of the local executor")
     run.set_defaults(handler=command_run)
 
     pretrain = commands.add_parser("pretrain", help="build the tiny base of a config anew, as `codecl run` would use it")

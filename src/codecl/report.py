@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from codecl.errors import UserError
+from codecl.results import write_text_atomically
 from codecl.statistics import format_p
 
 METRIC_TITLES = {
@@ -375,9 +376,7 @@ def render(results: dict) -> str:
 
 
 def write_report(results: dict, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(render(results))
-    partial.replace(path)
+    write_text_atomically(path, render(results))
 
 
 def rebuild_report(run_dir: Path) -> Path:

@@ -6,14 +6,17 @@ everything it finished, and `codecl report` can rebuild the report from it at an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 from codecl import metrics
 from codecl.statistics import t_interval
@@ -61,20 +64,60 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
+# Every file of a run is written beside its final path under a name ending in TEMPORARY, then renamed onto
+# it (atomic on POSIX): a run killed at any instant leaves whole files and, at worst, temporaries, which
+# `--resume` deletes.
+TEMPORARY = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path: Path, mode: str = "w") -> Iterator:
+    """An open temporary file that replaces `path` when the block ends without an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY, delete=False) as handle:
+        os.chmod(handle.name, 0o666 & ~_UMASK)  # as open() would make it, not the temporary file's 0600
+        try:
+            yield handle
+        except BaseException:
+            handle.close()
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, path)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    with atomic_path(path) as handle:
         json.dump(data, handle, indent=2, allow_nan=False, default=str)
         handle.write("\n")
-    os.replace(handle.name, path)
 
 
 def write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    with atomic_path(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(handle.name, path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with atomic_path(path) as handle:
+        handle.write(text)
+
+
+def save_torch_atomically(path: Path, data) -> None:
+    """`torch.save`, atomically (a job's resumable state: tensors, RNG states, its rows so far)."""
+    import torch
+
+    with atomic_path(path, "wb") as handle:
+        torch.save(data, handle)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def summarize_run(matrices: dict[str, list[list[float]]]) -> dict[str, dict[str, float | None]]:

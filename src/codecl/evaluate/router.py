@@ -15,16 +15,23 @@ Two routers:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 
 from codecl.data.batching import collate
-from codecl.data.tasks import Example
-from codecl.evaluate.decode import Generation
+from codecl.data.tasks import Example, Task
+from codecl.evaluate.decode import DEGENERATION, METRICS, Evaluation, Generation, generations, score
+from codecl.evaluate.degeneration import distinct_share, loop_share
+from codecl.results import summarize_run
+
+if TYPE_CHECKING:
+    from codecl.setting import Setting
+
+ROUTER_SAMPLE_SEED = 0  # which training inputs estimate the prototype router, the same in every run
 
 
 def sample_inputs(examples: Sequence[Example], limit: int, seed: int = 0) -> list[Example]:
@@ -150,3 +157,138 @@ def router_accuracy(routes: Sequence[Sequence[int]], known: int) -> list[float |
 def confusion_counts(routes: Sequence[Sequence[int]], known: int) -> list[list[int]]:
     """counts[j][k]: how many inputs of task j went to task k's parameters, for the `known` trained tasks."""
     return [[sum(r == k for r in column) for k in range(known)] for column in routes]
+
+
+@dataclass
+class RouterFeatures:
+    """Per stream task, the frozen base model's features of its sampled training inputs and of its
+    evaluation inputs. The base never changes, so they are the same for every method and seed."""
+
+    train: list[torch.Tensor]
+    evaluation: list[torch.Tensor]
+    built: dict[tuple[int, ...], Prototypes] = field(default_factory=dict)
+
+    @classmethod
+    def compute(cls, setting: Setting) -> RouterFeatures:
+        config, base = setting.config, setting.base
+
+        def features(examples):
+            return encoder_features(base.model, examples, base.tokenizer.pad_token_id, config.eval.batch_size,
+                                    setting.accelerator.device)
+
+        limit, split = config.eval.router_examples, config.eval.split
+        return cls([features(sample_inputs(t.splits["train"], limit, ROUTER_SAMPLE_SEED)) for t in setting.tasks],
+                   [features(t.splits[split]) for t in setting.tasks])
+
+    def prototypes(self, known: tuple[int, ...]) -> Prototypes:
+        """The prototype router over the stream tasks `known`; its routes are positions in `known`."""
+        if known not in self.built:
+            self.built[known] = build_prototypes([self.train[i] for i in known])
+        return self.built[known]
+
+
+@dataclass
+class RoutedRows:
+    """One router's task-agnostic rows of one run, shaped like the task-aware ones."""
+
+    rows: list[list[Evaluation]]
+    accuracy: list[list[float | None]]
+    routes: list[list[int]] | None = None  # the last row's: per task (column), per input, the task routed to
+    seconds: float = 0.0
+
+    def add(self, row: list[Evaluation], routes: list[list[int]], known: int, seconds: float) -> None:
+        self.rows.append(row)
+        self.accuracy.append(router_accuracy(routes, known))
+        self.routes = routes
+        self.seconds += seconds
+
+    def repeat(self) -> None:
+        self.rows.append(self.rows[-1])
+        self.accuracy.append(self.accuracy[-1])
+
+    def record(self, ok: bool) -> dict:
+        matrices = {m: [[e.scores[m] for e in row] for row in self.rows] for m in METRICS}
+        return {
+            "matrices": matrices,
+            "degeneration": {d: [[e.degeneration[d] for e in row] for row in self.rows] for d in DEGENERATION},
+            "summary": summarize_run(matrices) if ok else None,
+            "router_accuracy": self.accuracy,
+            "confusion": confusion_counts(self.routes, len(self.routes)) if self.routes else None,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def route(
+    setting: Setting, features: RouterFeatures | None, router: str, model, use_task: Callable[[int], None],
+    tasks: list[Task], order: list[int], position: int, aware_row: list[Evaluation],
+) -> tuple[list[list[int]], dict[tuple[int, int], list[Generation]]]:
+    """Per task of `tasks` (column), each evaluation input's routed task among the trained 0..`position`;
+    and for the loss router, its decodes by (task, column). A column's decodes with the parameters the
+    oracle gives it are the task-aware row's own, reused."""
+    config, tokenizer, accelerator = setting.config.eval, setting.base.tokenizer, setting.accelerator
+    columns = [task.splits[config.split] for task in tasks]
+    known = position + 1
+    if router == "prototype":
+        prototypes = features.prototypes(tuple(order[:known]))
+        return [prototypes.route(features.evaluation[i]) for i in order], {}
+    decoded, nll = {}, {}
+    for k in range(known):
+        use_task(k)
+        for j, task in enumerate(tasks):
+            decoded[k, j] = aware_row[j].generations if k == min(j, position) else generations(
+                model, tokenizer, columns[j], config, accelerator, task.target_language)
+            nll[k, j] = output_nll(model, columns[j], decoded[k, j], tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                   config.batch_size, accelerator)
+    return [route_by_loss([nll[k, j] for k in range(known)]) for j in range(len(tasks))], decoded
+
+
+def evaluate_task_agnostic(
+    setting: Setting, features: RouterFeatures | None, router: str, model, use_task: Callable[[int], None],
+    tasks: list[Task], order: list[int], position: int, aware_row: list[Evaluation],
+) -> tuple[list[Evaluation], list[list[int]]]:
+    """Every task of `tasks` scored without its id: `router` sends each input to one of the tasks trained
+    so far (0..`position`), whose parameters decode it. Returns the row and the routes.
+
+    An input routed where the oracle sends it (its own task's parameters; for a task not trained yet,
+    `use_task`'s choice, the most recent: min(j, position)) keeps its task-aware prediction from
+    `aware_row`. So a perfect router scores exactly the task-aware row, and the prototype router costs
+    only the decoding of the inputs it misroutes; the loss router has decoded every input with every
+    known task's parameters to score them anyway."""
+    config = setting.config.eval
+    columns = [task.splits[config.split] for task in tasks]
+    if position == 0:  # one known task: every input goes to it, where the oracle sends it too
+        return aware_row, [[0] * len(column) for column in columns]
+    own = [min(j, position) for j in range(len(tasks))]
+    routes, decoded = route(setting, features, router, model, use_task, tasks, order, position, aware_row)
+
+    def decode(k: int, j: int, indices: list[int]) -> list[Generation]:
+        if (k, j) in decoded:
+            return [decoded[k, j][i] for i in indices]
+        # The token budget stays the scored task's (max_new_tokens_per_language): it belongs to the
+        # evaluation of that task's references, not to the model's choice.
+        return generations(model, setting.base.tokenizer, [columns[j][i] for i in indices], config,
+                           setting.accelerator, tasks[j].target_language)
+
+    misrouted: dict[tuple[int, int], Generation] = {}  # (column, input) -> its decoding
+    for k in range(position + 1):
+        wanted = {j: [i for i, r in enumerate(routes[j]) if r == k != own[j]] for j in range(len(tasks))}
+        if not any(wanted.values()):
+            continue
+        use_task(k)
+        for j, indices in wanted.items():
+            if indices:
+                misrouted.update(zip([(j, i) for i in indices], decode(k, j, indices)))
+    row = []
+    for j, task in enumerate(tasks):
+        if all(r == own[j] for r in routes[j]):
+            row.append(aware_row[j])
+            continue
+        every = aware_row[j].generations  # the task-aware tokens, for counting loops
+        every = [misrouted.get((j, i), g) for i, g in enumerate(every)]
+        predictions = [aware_row[j].predictions[i] if r == own[j] else every[i].text
+                       for i, r in enumerate(routes[j])]
+        degeneration = {"distinct": distinct_share(predictions),
+                        "loop": loop_share([g.token_ids for g in every], [g.hit_limit for g in every])}
+        row.append(replace(score(predictions, columns[j], task.target_language), degeneration=degeneration,
+                           generations=every))
+    return row, routes
