@@ -1,13 +1,17 @@
 """The method matrix: every registered method, on tiny T5s, against the promises it makes."""
 
 import copy
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
 from peft import PeftModel
-from transformers import T5ForConditionalGeneration
+from pydantic import BaseModel
+from torch import nn
+from transformers import PretrainedConfig, T5ForConditionalGeneration
 
 from codecl.config import EvalConfig, TrainConfig
 from codecl.data.tasks import Example
@@ -16,7 +20,7 @@ from codecl.evaluate.decode import decoder_cache, generations
 from codecl.methods import METHODS
 from codecl.methods.base import TaskData
 from codecl.methods.growth import base_name
-from codecl.runner import train_method_on_task
+from codecl.job import train_method_on_task
 
 
 @dataclass
@@ -34,7 +38,7 @@ CASES = {
     "frozen": Case("frozen", trains=False),
     "ewc-full": Case("ewc", freezes_base=False),
     "ewc-lora": Case("ewc", {"base": "lora", "r": 4}),
-    "replay-full": Case("replay", freezes_base=False),
+    "replay-full": Case("replay", {"buffer_size": 4}, freezes_base=False),  # a memory of more than one, in an order
     "replay-lora-balanced": Case("replay", {"base": "lora", "r": 4, "sampling": "balanced"}),
     "full-ft": Case("full-ft", freezes_base=False),
     "multitask": Case("multitask", freezes_base=False),
@@ -79,12 +83,13 @@ def examples_from(batch, tokenizer) -> list[Example]:
     return rows * 4
 
 
-def train(model, method, task_index, batch, tokenizer):
-    """One task the runner's way (every hook); each task trains on the same examples."""
-    examples = examples_from(batch, tokenizer)
-    task = TaskData(task_index, examples, [examples] * task_index, tokenizer.pad_token_id, torch.device("cpu"))
+def train(model, method, task_index, batch, tokenizer, stream=None, config=None):
+    """One task the runner's way (every hook). Each task trains on the same examples, unless `stream`
+    gives every task's examples."""
+    stream = stream or [examples_from(batch, tokenizer)] * (task_index + 1)
+    task = TaskData(task_index, stream[task_index], stream[:task_index], tokenizer.pad_token_id, torch.device("cpu"))
     parameters, result = train_method_on_task(
-        method, model, task, TrainConfig(epochs=3, batch_size=2, log_every=100), learning_rate=1e-2,
+        method, model, task, config or TrainConfig(epochs=3, batch_size=2, log_every=100), learning_rate=1e-2,
         accelerator=Accelerator(cpu=True), seed=task_index, log=lambda line: None,
     )
     if parameters:
@@ -174,6 +179,133 @@ def test_save_and_load_give_identical_outputs(name, trained, tiny_base, tiny_bat
         method.use_task(model, task)
         fresh.use_task(restored, task)
         assert torch.equal(logits(restored, tiny_batch), logits(model, tiny_batch))
+
+
+def distinct_stream(batch, tokenizer, tasks: int) -> list[list[Example]]:
+    """Per task, 4 examples unlike each other and every other task's: a memory restored out of order or
+    a union missing a task trains on different examples."""
+    rows = examples_from(batch, tokenizer)[:4]
+    return [[Example(f"s{task}.{j}", row.target, [10 + len(rows) * task + j] + row.source_ids, row.target_ids)
+             for j, row in enumerate(rows)] for task in range(tasks)]
+
+
+def is_plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return isinstance(value, (bool, int, float, str, type(None)))
+
+
+def assert_same_model(model: nn.Module, other: nn.Module, where: str) -> None:
+    """Bit-identical tensors, the same parameters trainable, and the same plain settings on every
+    submodule (the active slot or adapter, head counts, layer indices) and in the model's config."""
+    state, other_state = model.state_dict(), other.state_dict()
+    assert state.keys() == other_state.keys(), where
+    differ = [name for name in state if not torch.equal(state[name], other_state[name])]
+    assert not differ, f"{where}: tensors differ, e.g. {differ[:3]}"
+    trainable = [(n, p.requires_grad) for n, p in model.named_parameters()]
+    assert trainable == [(n, p.requires_grad) for n, p in other.named_parameters()], where
+
+    def settings(module: nn.Module) -> dict:
+        return {(name, key): value for name, sub in module.named_modules() for key, value in vars(sub).items() if is_plain(value)}
+
+    assert settings(model) == settings(other), where
+    if isinstance(getattr(model, "config", None), PretrainedConfig):
+        # Less what save_pretrained stamps on the config it saves, which computes nothing.
+        stamped = ("architectures", "dtype", "torch_dtype", "transformers_version")
+        config, other_config = ({k: v for k, v in m.config.to_dict().items() if k not in stamped} for m in (model, other))
+        assert config == other_config, where
+
+
+def assert_same_state(value, other, where: str) -> None:
+    """Everything a method holds, by value: tensors bit for bit, modules as models, containers item by item
+    (dicts by key: their order decides nothing), other objects attribute by attribute."""
+    assert type(value) is type(other), where
+    if isinstance(value, torch.Tensor):
+        assert torch.equal(value, other), where
+    elif isinstance(value, nn.Module):
+        assert_same_model(value, other, where)
+    elif isinstance(value, dict):
+        assert value.keys() == other.keys(), where
+        for key in value:
+            assert_same_state(value[key], other[key], f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        assert len(value) == len(other), where
+        for index, (item, other_item) in enumerate(zip(value, other)):
+            assert_same_state(item, other_item, f"{where}[{index}]")
+    elif hasattr(value, "__dict__") and not is_dataclass(value) and not isinstance(value, BaseModel):
+        assert_same_state(vars(value), vars(other), where)
+    else:
+        assert value == other, where
+
+
+def rng_states() -> tuple:
+    return torch.get_rng_state(), random.getstate()
+
+
+def restore_rng(states: tuple) -> None:
+    torch.set_rng_state(states[0])
+    random.setstate(states[1])
+
+
+def same_rng(states: tuple, other: tuple) -> bool:
+    return torch.equal(states[0], other[0]) and states[1] == other[1]
+
+
+def saved_files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_save_after_a_task_then_load_continues_bit_identically(name, tiny_base, tiny_batch, tmp_path):
+    """The resume promise: a method saved after task k, built afresh, attached to the base, loaded, and given
+    back the RNG states of the moment it was saved, trains tasks k+1, k+2, ... to exactly what the run that
+    never stopped trains: the same parameters trained, the same model, the same method state, the same
+    outputs for every task. Every run saves after every task, as the runner does, and must write the
+    straight run's bytes; one run is resumed after task 0 and goes on to task 2, another after task 1."""
+    base, tokenizer = tiny_base
+    stream = distinct_stream(tiny_batch, tokenizer, 3)
+    brief = TrainConfig(epochs=1, batch_size=2, log_every=100)  # two steps a task
+    method = build(CASES[name])
+    runs = [(method, method.attach(copy.deepcopy(base)))]  # runs[0] goes straight through
+    rng = rng_states()
+    for task in range(3):
+        after, trained_names = [], []
+        for method, model in runs:
+            restore_rng(rng)
+            parameters = train(model, method, task, tiny_batch, tokenizer, stream=stream, config=brief)
+            after.append(rng_states())
+            names = {id(p): n for n, p in model.named_parameters()}
+            trained_names.append([names[id(p)] for p in parameters])  # what the optimiser got, in its order
+        assert all(same_rng(states, after[0]) for states in after), f"task {task}: training drew other random numbers"
+        assert all(names == trained_names[0] for names in trained_names), f"task {task}: other parameters trained"
+        straight_method, straight_model = runs[0]
+        for run, (method, model) in enumerate(runs[1:], start=1):
+            where = f"after task {task}, the run resumed after task {run - 1}"
+            assert_same_model(straight_model, model, where)
+            assert_same_state(vars(straight_method), vars(method), f"{where}: method")
+        # Then evaluated as the runner does, every run alike: every task so far.
+        outputs = [[(method.use_task(model, evaluated), logits(model, tiny_batch))[1] for evaluated in range(task + 1)]
+                   for method, model in runs]
+        for run, run_outputs in enumerate(outputs[1:], start=1):
+            for evaluated, (got, expected) in enumerate(zip(run_outputs, outputs[0])):
+                assert torch.equal(got, expected), f"after task {task}, the run resumed after task {run - 1}: task {evaluated}"
+        if task == 2:
+            break
+        rng = rng_states()  # what the runner keeps beside the method's files
+        folders = [tmp_path / f"run{run}" / f"task{task}" for run in range(len(runs))]
+        for (method, model), folder in zip(runs, folders):
+            method.save(model, folder, task_count=task + 1)
+        # The runner may take them before saving or after: the same only if saving draws nothing.
+        assert same_rng(rng_states(), rng), "saving drew random numbers"
+        # A resumed run's checkpoint is the straight run's, byte for byte: resuming it again resumes that.
+        for folder in folders[1:]:
+            assert saved_files(folder) == saved_files(folders[0]), f"after task {task}: {folder.parent.name} saved other bytes"
+        resumed = build(CASES[name])
+        resumed_model = resumed.attach(copy.deepcopy(base))
+        resumed.load(resumed_model, folders[0])
+        runs.append((resumed, resumed_model))
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -80,10 +80,16 @@ class ContinualMethod(Protocol):
         a task not trained yet uses the most recently trained ones)."""
 
     def save(self, model: nn.Module, directory: Path, task_count: int) -> None:
-        """Write what the method learned over `task_count` tasks, in a format its library loads back."""
+        """Write what the method learned over `task_count` tasks, in a format its library loads back, and
+        every piece of its own state a later task depends on (a Fisher and anchors, a replay memory, earlier
+        adapters): a run is resumed from this folder after a crash. Draws no random numbers."""
 
     def load(self, model: nn.Module, directory: Path) -> None:
-        """Restore into `attach`'s model what `save` wrote: the same outputs for every task."""
+        """Restore into `attach`'s model, on a freshly built method, what `save` wrote: the same outputs for
+        every task, and everything needed to go on training. With the torch and Python RNG states of the
+        moment of saving restored after `load` (the runner keeps them), `begin_task`, training and `end_task`
+        of the next tasks give bit for bit the model and state the run would have had without stopping
+        (tests/test_methods.py checks it for every method)."""
 
     def export(self, model: nn.Module, task_index: int) -> PreTrainedModel:
         """A plain Hugging Face model computing what `model` computes for task `task_index`

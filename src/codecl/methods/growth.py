@@ -19,6 +19,7 @@ from torch import nn
 from transformers import PreTrainedModel, T5Config, T5ForConditionalGeneration
 
 from codecl.errors import UserError
+from codecl.methods.base import freeze_all
 
 SLOTS_ATTRIBUTE = "codecl_slots"
 STATE_FILE = "added.safetensors"
@@ -114,10 +115,17 @@ def load_added(model: nn.Module, directory: Path) -> None:
 
 
 def rebuild_and_load(method, model: nn.Module, directory: Path) -> None:
-    """Recreate the slots of every saved task (as training did), then load their weights."""
+    """Recreate the slots of every saved task (as training did), then load their weights. The model is
+    left as `end_task` leaves it, so the next task goes on from it: nothing trainable, and every slot on
+    the base weights' device (`begin_task` makes them on the CPU and training moves them; a loaded model
+    may be evaluated before it trains again)."""
+    device = next(model.parameters()).device
     for task_index in range(saved_task_count(directory)):
         method.begin_task(model, task_index)
     load_added(model, directory)
+    for slots in all_slots(model):
+        slots.to(device)  # in place: a module shared by two slots or by a slot and a stack stays shared
+    freeze_all(model)
     method.use_task(model, 0)
 
 
