@@ -1,4 +1,8 @@
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -200,3 +204,33 @@ def test_codebleu_runs_for_every_stream_language(language, code):
 def test_codebleu_that_cannot_run_is_missing_not_zero():
     score, problem = codebleu(["x"], ["y"], "klingon")
     assert score is None and problem.startswith("CodeBLEU unavailable")
+
+
+HASH_SEED_PROBE = """
+import json, sys
+from codebleu import calc_codebleu
+from codecl.evaluate.code_metrics import codebleu
+references = [
+    "def area(width, height, depth):\\n    base = width * height\\n    volume = base * depth + width - height\\n    return volume, base",
+    "def mix(alpha, beta, gamma):\\n    total = alpha + beta + gamma\\n    scale = total * alpha * beta\\n    return scale - gamma",
+]
+predictions = [
+    "def area(height, width, depth):\\n    base = height * width\\n    volume = depth * base - height\\n    return base, volume",
+    "def mix(gamma, beta, alpha):\\n    scale = gamma * beta\\n    total = scale + alpha + beta\\n    return total",
+]
+package = calc_codebleu(references, predictions, lang="python")["dataflow_match_score"]
+print(json.dumps([codebleu(predictions, references, "python")[0], package]))
+"""
+
+
+def test_codebleu_is_the_same_whatever_the_hash_seed():
+    """The package's data-flow match numbers variables in a set's order, which follows PYTHONHASHSEED;
+    codecl's does not. The probe's package scores differ between seeds, so the fix is what keeps ours equal."""
+    scores = []
+    for seed in ("1", "2", "3", "4"):
+        done = subprocess.run([sys.executable, "-c", HASH_SEED_PROBE], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr[-2000:]
+        scores.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert len({ours for ours, _ in scores}) == 1
+    assert len({package for _, package in scores}) > 1

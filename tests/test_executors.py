@@ -37,8 +37,9 @@ def test_every_executor_gives_the_inline_results(executor, smoke_run, mined_corp
 @pytest.mark.parametrize("run, jobs, cores, expected", [
     ({}, 36, 2, (2, 1)),  # one single-threaded worker per core
     ({}, 36, 16, (16, 1)),
-    ({}, 1, 16, (1, 16)),  # never more workers than jobs; the one worker takes every core
-    ({"workers": 3}, 36, 8, (3, 2)),  # 8 cores shared out: 2 threads each
+    ({}, 1, 16, (1, 1)),  # never more workers than jobs, and the threads stay what results depend on
+    ({"threads": 2}, 36, 8, (4, 2)),  # 8 cores shared out: 4 workers of 2 threads
+    ({"threads": 3}, 36, 2, (1, 3)),  # at least one worker
     ({"workers": 4, "threads": 3}, 36, 8, (4, 3)),  # as asked, even oversubscribed
 ])
 def test_local_layout_shares_out_the_cores(run, jobs, cores, expected, monkeypatch):
@@ -52,9 +53,9 @@ def test_local_layout_gives_each_worker_its_own_gpu(monkeypatch):
     monkeypatch.setattr(executors, "cpu_cores", lambda: 16)
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 4)
-    assert executors.local_layout(RunConfig(), 36) == (4, 4, [0, 1, 2, 3])
-    assert executors.local_layout(RunConfig(), 2) == (2, 8, [0, 1])
-    assert executors.local_layout(RunConfig(workers=6), 36) == (6, 2, [0, 1, 2, 3, 0, 1])  # round-robin
+    assert executors.local_layout(RunConfig(), 36) == (4, 1, [0, 1, 2, 3])
+    assert executors.local_layout(RunConfig(threads=4), 2) == (2, 4, [0, 1])
+    assert executors.local_layout(RunConfig(workers=6), 36) == (6, 1, [0, 1, 2, 3, 0, 1])  # round-robin
 
 
 def test_ray_missing_is_one_clear_line(monkeypatch):

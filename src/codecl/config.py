@@ -251,22 +251,24 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    """How the grid of jobs runs. None of it changes a result, so `--resume` may change it."""
+    """How the grid of jobs runs. Only `threads` changes a result (in its last bits, on the CPU); a resumed run
+    may change the rest."""
 
     executor: Literal["inline", "local", "ray"] = Field(
         "local", description="inline: one process, one job after another; local: worker processes on this "
         "machine; ray: Ray tasks on a Ray cluster (`pip install codecl[ray]`)",
     )
     workers: int | None = Field(
-        None, ge=1, description="local: worker processes (null: one per GPU, else one per CPU core)",
+        None, ge=1, description="local: worker processes (null: one per GPU, else the CPU cores over `threads`)",
     )
-    threads: int | None = Field(
-        None, ge=1, description="local: torch threads per worker (null: the CPU cores shared out among the workers)",
+    threads: int = Field(
+        1, ge=1, description="torch threads of every job, whatever the executor. On the CPU the last bits of a "
+        "result depend on it (BLAS splits its sums by thread), so a resumed run keeps it",
     )
     address: str | None = Field(
         None, description="ray: the cluster to join, as for ray.init (null: start a local one)",
     )
-    num_cpus: float = Field(1.0, gt=0, description="ray: CPUs per job (also its torch threads)")
+    num_cpus: float = Field(1.0, gt=0, description="ray: CPUs each job asks for (set it to `threads`)")
     num_gpus: float = Field(0.0, ge=0, description="ray: GPUs per job (0: the job runs on the CPU)")
 
 
@@ -394,7 +396,7 @@ class _Absent:
 ABSENT = _Absent()  # a key one config has and the other has not
 
 # Keys that say how a run goes, not what it computes: a resumed run may change them.
-RESUMABLE_KEYS = ("run", "train.checkpoint_every")
+RESUMABLE_KEYS = ("run.executor", "run.workers", "run.address", "run.num_cpus", "run.num_gpus", "train.checkpoint_every")
 
 
 def first_difference(ours: Any, theirs: Any, where: str = "") -> tuple[str, Any, Any] | None:
