@@ -1,8 +1,4 @@
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -206,31 +202,16 @@ def test_codebleu_that_cannot_run_is_missing_not_zero():
     assert score is None and problem.startswith("CodeBLEU unavailable")
 
 
-HASH_SEED_PROBE = """
-import json, sys
-from codebleu import calc_codebleu
-from codecl.evaluate.code_metrics import codebleu
-references = [
-    "def area(width, height, depth):\\n    base = width * height\\n    volume = base * depth + width - height\\n    return volume, base",
-    "def mix(alpha, beta, gamma):\\n    total = alpha + beta + gamma\\n    scale = total * alpha * beta\\n    return scale - gamma",
-]
-predictions = [
-    "def area(height, width, depth):\\n    base = height * width\\n    volume = depth * base - height\\n    return base, volume",
-    "def mix(gamma, beta, alpha):\\n    scale = gamma * beta\\n    total = scale + alpha + beta\\n    return total",
-]
-package = calc_codebleu(references, predictions, lang="python")["dataflow_match_score"]
-print(json.dumps([codebleu(predictions, references, "python")[0], package]))
-"""
 
+def test_dataflow_variables_are_numbered_in_sorted_order_not_hash_order():
+    """The package numbers a data-flow's names as they appear in lists built from sets, whose order follows
+    PYTHONHASHSEED (the same demo predictions scored 7.043, 7.046 and 7.048 CodeBLEU under three seeds).
+    Sorted, the numbering no longer depends on the order the parents come in: `d` from `b` and `a`, then
+    `e` from `d` and `c`."""
+    from codecl.evaluate.code_metrics import normalize_dataflow
 
-def test_codebleu_is_the_same_whatever_the_hash_seed():
-    """The package's data-flow match numbers variables in a set's order, which follows PYTHONHASHSEED;
-    codecl's does not. The probe's package scores differ between seeds, so the fix is what keeps ours equal."""
-    scores = []
-    for seed in ("1", "2", "3", "4"):
-        done = subprocess.run([sys.executable, "-c", HASH_SEED_PROBE], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONHASHSEED": seed})
-        assert done.returncode == 0, done.stderr[-2000:]
-        scores.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert len({ours for ours, _ in scores}) == 1
-    assert len({package for _, package in scores}) > 1
+    expected = [("var_2", "computedFrom", ["var_0", "var_1"]), ("var_4", "computedFrom", ["var_2", "var_3"])]
+    assert normalize_dataflow([("d", 7, "computedFrom", ["b", "a"], [3, 1]),
+                               ("e", 9, "computedFrom", ["d", "c"], [7, 5])]) == expected
+    assert normalize_dataflow([("d", 7, "computedFrom", ["a", "b"], [1, 3]),
+                               ("e", 9, "computedFrom", ["c", "d"], [5, 7])]) == expected

@@ -105,9 +105,9 @@ def results_header(setting: Setting, config_path: Path | None) -> dict:
                 "bleu": {"variant": "sacrebleu corpus BLEU", "signature": None},
                 "bleu_codexglue": {"variant": SMOOTHED_BLEU_VARIANT},
                 "bleu_codexglue_code": {"variant": CODE_BLEU_VARIANT},
-                "codebleu": {"variant": "CodeBLEU (codebleu package), weights 0.25 each, x 100; data-flow variables "
-                                        "numbered in sorted order, not in the package's hash order, which changes "
-                                        "from process to process", "unavailable": None},
+                "codebleu": {"variant": "CodeBLEU (codebleu package), weights 0.25 each, x 100; each data-flow's "
+                                        "parents taken in sorted order, not in the package's set order, which "
+                                        "changes with each process's string hashes", "unavailable": None},
                 "exact_match": {"variant": "whitespace-normalised exact match, percent"},
                 "edit_similarity": {"variant": "1 - character Levenshtein / max length, mean, percent"},
                 "syntax": {"variant": "parses cleanly: Python ast, tree-sitter for the other languages; percent; "
