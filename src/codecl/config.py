@@ -380,6 +380,11 @@ def load_config(path: Path, overrides: list[str] = ()) -> ExperimentConfig:
         raise UserError(f"config {path}:{where} invalid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(tree, dict):
         raise UserError(f"config {path}: expected a mapping at the top level")
+    return validated(tree, overrides, path)
+
+
+def validated(tree: dict, overrides: list[str], path: Path) -> ExperimentConfig:
+    """`tree` with `overrides` applied, as a config; a problem is one `UserError` naming `path` and the key."""
     for assignment in overrides:
         apply_override(tree, assignment)
     try:
@@ -421,9 +426,4 @@ def load_run_config(run_dir: Path, overrides: list[str] = ()) -> ExperimentConfi
         tree = json.loads(path.read_text())
     except (OSError, ValueError):
         raise UserError(f"--resume {run_dir}: no readable config.json in it (expected a folder written by `codecl run`)") from None
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    try:
-        return ExperimentConfig(**tree)
-    except ValidationError as error:
-        raise UserError(f"config {path}: {_first_problem(error)}") from None
+    return validated(tree, overrides, path)

@@ -30,6 +30,7 @@ import torch
 from codecl.config import ExperimentConfig, TinyModelConfig
 from codecl.data.tasks import PretrainingCorpus, corpus_fingerprint, pretraining_corpus
 from codecl.errors import UserError
+from codecl.results import file_digest
 from codecl.models.tiny import TINY_VERSION, build_model, pretrain, train_tokenizer
 from codecl.paths import cache_dir
 
@@ -82,11 +83,7 @@ def shipped_models_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def read_record(folder: Path) -> dict | None:
