@@ -282,6 +282,10 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig, description="how the jobs run (executor, workers)")
+    tracking: list[Literal["tensorboard", "mlflow"]] = Field(
+        [], description="experiment trackers each job logs to, in the run's tracking/ folder (optional extras: "
+        "`pip install 'codecl[tensorboard]'` or `'codecl[mlflow]'`)",
+    )
     orders: list[list[str]] | None = Field(
         None, min_length=1, description="task orders to run, each a permutation of the stream's task names; "
         "every method and seed runs once per order (null: the stream's own order)",
@@ -401,7 +405,8 @@ class _Absent:
 ABSENT = _Absent()  # a key one config has and the other has not
 
 # Keys that say how a run goes, not what it computes: a resumed run may change them.
-RESUMABLE_KEYS = ("run.executor", "run.workers", "run.address", "run.num_cpus", "run.num_gpus", "train.checkpoint_every")
+RESUMABLE_KEYS = ("run.executor", "run.workers", "run.address", "run.num_cpus", "run.num_gpus", "train.checkpoint_every",
+                  "tracking")
 
 
 def first_difference(ours: Any, theirs: Any, where: str = "") -> tuple[str, Any, Any] | None:

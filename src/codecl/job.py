@@ -34,8 +34,9 @@ from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
 from codecl.config import ExperimentConfig, TrainConfig
+from codecl.data.tasks import Task
 from codecl.evaluate.decode import DEGENERATION, METRICS, NATURAL_LANGUAGE_TARGET, Evaluation
-from codecl.evaluate.functional import FunctionalEvaluation
+from codecl.evaluate.functional import FunctionalEvaluation, FunctionalTask
 from codecl.evaluate.router import RoutedRows, RouterFeatures, evaluate_task_agnostic
 from codecl.memory import PeakMemory
 from codecl.methods import METHODS
@@ -49,7 +50,8 @@ from codecl.job_state import (
     JobFiles, JobKey, JobProgress, JobState, fingerprint, digests, latest_state, restore_rng, rng_states, save_state,
 )
 from codecl.setting import Log, Setting, setting_for
-from codecl.train import LoopState, TrainResult, train_task
+from codecl.tracking import JobTrackers
+from codecl.train import LogPoint, LoopState, TrainResult, train_task
 
 class MethodFailed(Exception):
     pass
@@ -58,7 +60,7 @@ class MethodFailed(Exception):
 def train_method_on_task(
     method: ContinualMethod, model, task: TaskData, config: TrainConfig, *, learning_rate: float,
     accelerator, seed: int, log: Log, save_loop: Callable[[LoopState], None] | None = None,
-    resume_from: LoopState | None = None, progress: Callable[[int, int], None] | None = None,
+    resume_from: LoopState | None = None, on_log: Callable[[LogPoint], None] | None = None,
 ) -> tuple[list, TrainResult | None]:
     """One task of a stream, the hooks in their order: `begin_task`, the loop on `train_examples` with
     `mix_batch` and `extra_loss`, then `end_task`. Returns the parameters trained and the loop's result
@@ -72,7 +74,7 @@ def train_method_on_task(
             model, parameters, method.train_examples(task), config, learning_rate=learning_rate,
             accelerator=accelerator, pad_id=task.pad_id, seed=seed, extra_loss=method.extra_loss,
             mix_batch=method.mix_batch, log=log, checkpoint_every=config.checkpoint_every if save_loop else 0,
-            save_state=save_loop, resume_from=resume_from, progress=progress,
+            save_state=save_loop, resume_from=resume_from, on_log=on_log,
         )
         if trained.failure:
             return parameters, trained
@@ -136,6 +138,18 @@ def degeneration_line(task_names: list[str], degeneration: list[dict[str, float]
     return ", ".join(f"{name} distinct {d['distinct']:.0f}%, loops {d['loop']:.0f}%" for name, d in zip(task_names, degeneration))
 
 
+def tracked_scores(tasks: list[Task], row: list[Evaluation], eval_only: list[FunctionalTask],
+                   eval_only_row: list[FunctionalEvaluation], routed: dict[str, RoutedRows]) -> dict[str, float]:
+    """A row's scores as tracker values: `eval/<metric>/<task>`, `eval/pass_at_1/<HumanEval task>` and
+    `eval_task_agnostic/<router>/<metric>/<task>`."""
+    values = {f"eval/{metric}/{task.name}": score for task, e in zip(tasks, row) for metric, score in e.scores.items()}
+    values |= {f"eval/pass_at_1/{task.name}": e.pass_at_1 for task, e in zip(eval_only, eval_only_row)}
+    for router, routed_rows in routed.items():
+        values |= {f"eval_task_agnostic/{router}/{metric}/{task.name}": score
+                   for task, e in zip(tasks, routed_rows.rows[-1]) for metric, score in e.scores.items()}
+    return values
+
+
 def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobProgress) -> dict:
     """Train one method with one seed through one task order, evaluating every task after every task.
     Rows and columns follow the order."""
@@ -155,6 +169,8 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
     record = {"seed": key.seed, "order": [t.name for t in tasks], "status": "ok", "error": None, "train": [],
               "per_task_parameters": None, "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
     step_file = files.state / "step.pt"
+    trackers = JobTrackers(config.tracking, files.run_dir, key.label(len(setting.orders)), config.name,
+                           config.model_dump(mode="json"))
 
     def save_loop(position: int) -> Callable[[LoopState], None]:
         return lambda loop_state: save_torch_atomically(step_file, {"done": position, "loop": loop_state})
@@ -189,6 +205,7 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
             task = tasks[position]
             use_task = lambda j: method.use_task(model, j)  # noqa: E731
             progress.update(task=task.name, position=position, phase="train", step=0, steps=0)
+            steps_before = sum(t["planned_steps"] for t in record["train"])  # the trackers' axis: the job's steps
             data = TaskData(position, task.splits["train"], [t.splits["train"] for t in tasks[:position]],
                             setting.base.tokenizer.pad_token_id, device)
             parameters, trained = train_method_on_task(
@@ -197,7 +214,9 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
                 accelerator=setting.accelerator, seed=key.seed * 1000 + task.index,
                 log=lambda line: log(f"[{task.name}] {line}"), save_loop=save_loop(position),
                 resume_from=loop["loop"] if loop and loop["done"] == position else None,
-                progress=lambda step, steps: progress.update(step=step, steps=steps),
+                on_log=lambda point: (progress.update(step=point.step, steps=point.steps), trackers.log({
+                    "train/loss": point.loss, "train/learning_rate": point.learning_rate,
+                    "train/tokens_per_second": point.tokens_per_second}, steps_before + point.step)),
             )
             state.trainable.append(sum(p.numel() for p in parameters))
             if trained is not None:
@@ -206,7 +225,10 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
                     "skipped_steps": trained.skipped_steps, "skipped_by_cause": trained.skipped_by_cause,
                     "tokens": trained.tokens,
                     "tokens_per_second": round(trained.tokens_per_second, 1), "final_loss": trained.final_loss,
-                    "final_learning_rate": trained.final_learning_rate,
+                    "final_learning_rate": trained.final_learning_rate, "planned_steps": trained.planned_steps,
+                    # Every `train.log_every` steps: the mean loss since the previous point, for the report's curves.
+                    "curve": [{"step": p.step, "loss": p.loss, "learning_rate": p.learning_rate,
+                               "tokens_per_second": round(p.tokens_per_second, 1)} for p in trained.curve],
                 })
                 if trained.failure:
                     raise MethodFailed(f"task {task.name}: {trained.failure}")
@@ -221,6 +243,8 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
                     ), known=position + 1, seconds=time.perf_counter() - started)
                 if routed:
                     record["seconds"]["task_agnostic"] = sum(r.seconds for r in routed.values())
+                trackers.log(tracked_scores(tasks, rows[-1], setting.eval_only, eval_only_rows[-1], routed),
+                             sum(t["planned_steps"] for t in record["train"]))
             else:
                 rows.append(rows[-1])
                 eval_only_rows.append(eval_only_rows[-1])
@@ -255,6 +279,7 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
     if routed:
         record["task_agnostic"] = {router: r.record(record["status"] == "ok") for router, r in routed.items()}
     record.update(memory.read())
+    trackers.finish()
     write_predictions(setting, files, tasks, rows, eval_only_rows, routed)
     return record
 

@@ -206,7 +206,7 @@ def _by_order(runs: list[dict], task_names: list[str]) -> dict[tuple[str, ...], 
 def degeneration_table(results: dict) -> list[str]:
     """Per method, after each task trained, every task's distinct and loop percentages, mean over the
     seeds that finished; row 0 (the base model) is shared by every method, so it is shown once."""
-    runs = {name: [r for r in entry["runs"] if "degeneration" in r] for name, entry in results["methods"].items()}
+    runs = {name: [r for r in entry["runs"] if r.get("degeneration")] for name, entry in results["methods"].items()}
     if not any(runs.values()):
         return []  # results written before the diagnostic existed
     definitions = results["evaluation"].get("degeneration", {})

@@ -35,6 +35,7 @@ from codecl.results import (
 )
 from codecl.setting import Setting, setting_for
 from codecl.statistics import two_level_bootstrap_p
+from codecl.tracking import check_trackers, prepare_trackers
 
 BOOTSTRAP_RESAMPLES = 1000
 BASE = JobKey(None)
@@ -202,7 +203,9 @@ class Run:
             return self.execute_locked()
 
     def execute_locked(self) -> dict:
+        check_trackers(self.config.tracking)
         self.prepare_folder()
+        prepare_trackers(self.config.tracking, self.out_dir, self.config.name)
         started = time.perf_counter()
         self.setting = setting_for(self.config, self.log)
         self.tasks = self.setting.tasks
@@ -243,8 +246,10 @@ class Run:
                                "error": describe_error(outcome), "train": [], "matrices": {}, "degeneration": {},
                                "summary": None}
                 self.records[key] = outcome
-                for number, line in enumerate(self.outcome_lines(key, outcome)):
-                    view.finished(key.label(self.order_count), line) if number == 0 else view.message(line)
+                first, *more = self.outcome_lines(key, outcome)
+                view.finished(key.label(self.order_count), first)
+                for line in more:
+                    view.message(line)
                 self.time_sessions(started)
                 self.write()
         self.significance_against_best()

@@ -46,6 +46,18 @@ SKIP_CAUSES = ("non_finite_loss", "non_finite_gradient", "scaler_overflow")
 
 
 @dataclass
+class LogPoint:
+    """One log line's numbers: the mean loss of the steps since the last line, the learning rate after
+    planned step `step`, and tokens/s over those steps."""
+
+    step: int  # planned steps done
+    steps: int  # planned steps in the task
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+
+
+@dataclass
 class TrainResult:
     steps: int  # optimiser updates that happened
     skipped_steps: int  # planned steps that updated nothing, all causes
@@ -55,6 +67,8 @@ class TrainResult:
     failure: str | None = None
     skipped_by_cause: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_CAUSES, 0))
     final_learning_rate: float | None = None  # where the schedule ended: 0 when every planned step ran
+    curve: list[LogPoint] = field(default_factory=list)  # every `log_every` steps, and the last
+    planned_steps: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -161,14 +175,14 @@ def train_task(
     checkpoint_every: int = 0,
     save_state: Callable[[LoopState], None] | None = None,
     resume_from: LoopState | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    on_log: Callable[[LogPoint], None] | None = None,
 ) -> TrainResult:
     """Train `parameters` of `model` on `examples` for `config.epochs` epochs; `mix_batch` may add
     examples to each batch the loop draws (replay), `extra_loss` a term to each loss (a regulariser).
 
     `save_state` gets the loop's state after every `checkpoint_every`-th planned step but the last (0:
     never); `resume_from` one such state goes on from its step, given the same model as at the task's
-    start and the same arguments. `progress` hears (steps done, steps planned) at every log line."""
+    start and the same arguments. `on_log` hears every log line's numbers, which the result's `curve` keeps."""
     rng = random.Random(seed)
     lengths = [(len(e.target_ids), len(e.source_ids)) for e in examples]
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -182,7 +196,7 @@ def train_task(
     with prepared(accelerator, model, optimizer) as (train_model, optimizer):
         train_model.train()
 
-        first_step, batches, result = 0, [], TrainResult(0, 0, 0, 0.0, None)
+        first_step, batches, result = 0, [], TrainResult(0, 0, 0, 0.0, None, planned_steps=total_steps)
         bad_in_a_row, recent_losses, tokens_at_log, seconds_at_log = 0, [], 0, 0.0
         if resume_from is not None:
             if resume_from.total_steps != total_steps:
@@ -252,15 +266,16 @@ def train_task(
                 recent_losses.append(loss.item())
                 if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
                     seconds = time.perf_counter() - started
-                    log(
-                        f"step {step + 1}/{total_steps} loss {sum(recent_losses) / len(recent_losses):.3f} "
-                        f"lr {scheduler.get_last_lr()[0]:.2e} "
-                        f"{(result.tokens - tokens_at_log) / (seconds - seconds_at_log):,.0f} tok/s"
-                    )
-                    result.final_loss = sum(recent_losses) / len(recent_losses)
+                    point = LogPoint(step + 1, total_steps, sum(recent_losses) / len(recent_losses),
+                                     scheduler.get_last_lr()[0],
+                                     (result.tokens - tokens_at_log) / (seconds - seconds_at_log))
+                    log(f"step {point.step}/{total_steps} loss {point.loss:.3f} lr {point.learning_rate:.2e} "
+                        f"{point.tokens_per_second:,.0f} tok/s")
+                    result.curve.append(point)
+                    result.final_loss = point.loss
                     recent_losses, tokens_at_log, seconds_at_log = [], result.tokens, seconds
-                    if progress:  # (steps done, steps planned), for the run's live view
-                        progress(step + 1, total_steps)
+                    if on_log:
+                        on_log(point)
             # The task's end has its own checkpoint: none after the last step.
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < total_steps and save_state:
                 save_state(state_after(step))
