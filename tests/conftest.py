@@ -89,4 +89,5 @@ def smoke_run(mined_corpus, tmp_path_factory) -> Path:
                   cwd=work, CODECL_CACHE=str(work / "cache"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| rank | method |" in done.stdout
+    assert done.stdout.rstrip().endswith(f"the report with its figures: {work / 'out' / 'report.html'}")
     return work / "out"

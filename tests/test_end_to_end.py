@@ -162,10 +162,13 @@ def test_report_and_rebuilding_it(smoke_run):
     assert "repetition loops (%), a diagnostic:" in report
     for method in load_config(SMOKE).methods:
         assert f"### {method}, seed 0" in report
+    page = (smoke_run / "report.html").read_bytes()
     (smoke_run / "report.md").unlink()
+    (smoke_run / "report.html").unlink()
     done = codecl("report", str(smoke_run), cwd=smoke_run)
     assert done.returncode == 0, done.stderr
     assert (smoke_run / "report.md").read_text() == report
+    assert (smoke_run / "report.html").read_bytes() == page  # the figures too: drawn from results.json alone
 
 
 @pytest.mark.slow

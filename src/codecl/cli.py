@@ -48,6 +48,7 @@ def command_run(args: argparse.Namespace) -> None:
     Run(config, out_dir, config_path, resume=bool(args.resume)).execute()
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'report.md'} and {out_dir / 'predictions'}/")
     print((out_dir / "report.md").read_text().split("## Accuracy matrices")[0].rstrip())
+    print(f"\nthe report with its figures: {out_dir / 'report.html'}")
 
 
 def command_pretrain(args: argparse.Namespace) -> None:
@@ -80,9 +81,19 @@ def command_data_stats(args: argparse.Namespace) -> None:
 
 
 def command_report(args: argparse.Namespace) -> None:
-    from codecl.report import rebuild_report
+    from codecl.report import rebuild_reports
 
-    print(f"wrote {rebuild_report(args.run_dir)}")
+    print("wrote " + " and ".join(map(str, rebuild_reports(args.run_dir))))
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    from codecl.compare import compare_page, compare_runs
+    from codecl.results import write_text_atomically
+
+    print(compare_runs(args.run_dirs), end="")
+    if args.html:
+        write_text_atomically(args.html, compare_page(args.run_dirs))
+        print(f"wrote {args.html}", file=sys.stderr)
 
 
 def command_export(args: argparse.Namespace) -> None:
@@ -178,9 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("path", type=Path, help="a CodeSearchNet-layout folder")
     stats.set_defaults(handler=command_data_stats)
 
-    report = commands.add_parser("report", help="rebuild report.md from a run folder's results.json")
+    report = commands.add_parser("report", help="rebuild report.md and report.html from a run folder's results.json")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(handler=command_report)
+
+    compare = commands.add_parser("compare", help="several runs side by side: headline numbers, differences and config keys")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                         help="two or more run folders; the first is the reference the others are compared with")
+    compare.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as a self-contained page")
+    compare.set_defaults(handler=command_compare)
 
     export = commands.add_parser("export", help="write one method's model for one task as a plain Hugging Face T5")
     export.add_argument("run_dir", type=Path)

@@ -1,4 +1,5 @@
-"""`report.md` from `results.json`: a ranking table like the original study's, then the matrices."""
+"""`report.md` from `results.json`: a ranking table like the original study's, then the matrices; and
+`write_reports`, which writes it and `report.html` (`codecl.report_html`) together."""
 
 from __future__ import annotations
 
@@ -72,17 +73,19 @@ def scenario_rows(results: dict) -> list[tuple[str, str, dict, str]]:
     return rows
 
 
-def ranking_table(results: dict) -> str:
+def ranking_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The ranking's header and rows, cell by cell, best average BLEU first; failed methods last."""
     base = results["base_model"]["parameters"]
     eval_only = results.get("eval_only_tasks", [])
-    functional = "".join(f"final pass@1 {t['name']} (n={t['problems']}) | " for t in eval_only)
     counts = results["evaluation"]["examples_per_task"]
     resamples = results["evaluation"].get("bootstrap", {}).get("resamples", 1000)
     n = "n=" + "/".join(str(counts[t["name"]]) for t in results["tasks"])  # per task, in stream order
-    lines = [
-        f"| rank | method | task id | avg BLEU ({n}) | p vs best | avg BLEU (CodeXGLUE text-to-code) ({n}) | avg CodeBLEU ({n}) | avg EM ({n}) | avg syntax ({n}) | "
-        f"{functional}router accuracy | trainable params / task | % of base | added params | forgetting (BLEU) | BWT (BLEU) | FWT (BLEU) | train s | status |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(eval_only) + "---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    header = [
+        "rank", "method", "task id", f"avg BLEU ({n})", "p vs best", f"avg BLEU (CodeXGLUE text-to-code) ({n})",
+        f"avg CodeBLEU ({n})", f"avg EM ({n})", f"avg syntax ({n})",
+        *(f"final pass@1 {t['name']} (n={t['problems']})" for t in eval_only),
+        "router accuracy", "trainable params / task", "% of base", "added params", "forgetting (BLEU)", "BWT (BLEU)",
+        "FWT (BLEU)", "train s", "status",
     ]
 
     def sort_key(row):
@@ -92,27 +95,34 @@ def ranking_table(results: dict) -> str:
         # Ties keep the config's order, as the choice of the best method in the runner does.
         return (results["methods"][name].get("status") != "ok", -mean if mean is not None else float("inf"))
 
+    rows = []
     for rank, (name, task_id, summary, router_accuracy) in enumerate(sorted(scenario_rows(results), key=sort_key), 1):
         entry = results["methods"][name]
         routed = task_id.startswith("routed")
         seconds = [sum(t["seconds"] for t in run["train"]) for run in entry["runs"]]
-        per_task, percent, added = _parameters(entry, base)
         status = entry.get("status", "?")
         if status != "ok":
             errors = [run["error"] for run in entry["runs"] if run["error"]]
             status = f"failed: {errors[0]}" if errors else status
         # HumanEval is scored with the task id (its language) only: nothing to show on a routed row.
-        functional_cells = ["—" if routed else _across_seeds(summary, f"pass@1 {t['name']}", "average") for t in eval_only]
-        averages = " | ".join([_across_seeds(summary, m, "average") for m in ("bleu_codexglue_code", "codebleu", "exact_match", "syntax")]
-                              + functional_cells)
-        versus = "—" if routed else _versus_best({**entry, "name": name}, resamples)
-        lines.append(
-            f"| {rank} | {name} | {task_id} | {_across_seeds(summary, 'bleu', 'average')} | {versus} | "
-            f"{averages} | {router_accuracy} | {per_task} | {percent} | {added} | "
-            f"{_across_seeds(summary, 'bleu', 'forgetting')} | {_across_seeds(summary, 'bleu', 'backward_transfer')} | "
-            f"{_across_seeds(summary, 'bleu', 'forward_transfer')} | {sum(seconds) / max(1, len(seconds)):.0f} | {status} |"
-        )
-    return "\n".join(lines)
+        functional = ["—" if routed else _across_seeds(summary, f"pass@1 {t['name']}", "average") for t in eval_only]
+        rows.append([
+            str(rank), name, task_id, _across_seeds(summary, "bleu", "average"),
+            "—" if routed else _versus_best({**entry, "name": name}, resamples),
+            *(_across_seeds(summary, m, "average") for m in ("bleu_codexglue_code", "codebleu", "exact_match", "syntax")),
+            *functional, router_accuracy, *_parameters(entry, base),
+            *(_across_seeds(summary, "bleu", k) for k in ("forgetting", "backward_transfer", "forward_transfer")),
+            f"{sum(seconds) / max(1, len(seconds)):.0f}", status,
+        ])
+    return header, rows
+
+
+def ranking_table(results: dict) -> str:
+    header, rows = ranking_rows(results)
+    # Numbers right-aligned; the method, its task id and its status left.
+    align = ["---" if cell in ("method", "task id", "status") else "---:" for cell in header]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def router_tables(results: dict) -> list[str]:
@@ -128,21 +138,8 @@ def router_tables(results: dict) -> list[str]:
     lines += ["- 'task id: given (oracle)' rows use the parameters of the task being scored; 'routed' rows get only the "
               "input, and the router picks the parameters of one trained task per input. Inputs it sends to their own "
               "task's parameters keep the oracle's prediction, so a perfect router scores exactly the oracle's row.", ""]
-    tables: dict[str, dict[str, tuple[list[list[int]], int]]] = {}  # router -> method -> (confusion, runs)
-    for name, entry in entries.items():
-        finished = [run for run in entry["runs"] if run["status"] == "ok"]
-        for router in entry["summary_task_agnostic"]:
-            confusion = [[0] * len(task_names) for _ in task_names]
-            for run in finished:
-                order = _order(run, task_names)
-                for i, row in enumerate(run["task_agnostic"][router]["confusion"]):
-                    for j, count in enumerate(row):
-                        confusion[task_names.index(order[i])][task_names.index(order[j])] += count
-            tables.setdefault(router, {})[name] = (confusion, len(finished))
-    for router, by_method in tables.items():
-        # A router that reads only the base (the prototypes) routes alike for every method: one table.
-        alike = len(by_method) > 1 and len({repr(table) for table in by_method.values()}) == 1
-        shown = {"every method": next(iter(by_method.values()))} if alike else by_method
+    tables = router_confusions(results)
+    for router, shown in tables.items():
         for name, (confusion, runs) in shown.items():
             lines += [f"### {router} router, {name}, after the last task (inputs summed over {runs} runs)", "",
                       "| scored on ↓ / routed to → | " + " | ".join(task_names) + " | accuracy |",
@@ -153,6 +150,28 @@ def router_tables(results: dict) -> list[str]:
                 lines.append(f"| {task} | " + " | ".join(str(c) for c in confusion[i]) + f" | {accuracy} |")
             lines.append("")
     return lines
+
+
+def router_confusions(results: dict) -> dict[str, dict[str, tuple[list[list[int]], int]]]:
+    """router -> method -> (confusion counts after the last task, summed over the runs that finished; the
+    number of runs). Rows: the task scored, columns: the task routed to, both in stream order. A router that
+    reads only the base (the prototypes) routes alike for every method: then one entry, 'every method'."""
+    task_names = [t["name"] for t in results["tasks"]]
+    tables: dict[str, dict[str, tuple[list[list[int]], int]]] = {}
+    for name, entry in results["methods"].items():
+        finished = [run for run in entry["runs"] if run["status"] == "ok"]
+        for router in entry.get("summary_task_agnostic") or {}:
+            confusion = [[0] * len(task_names) for _ in task_names]
+            for run in finished:
+                order = run_order(run, task_names)
+                for i, row in enumerate(run["task_agnostic"][router]["confusion"]):
+                    for j, count in enumerate(row):
+                        confusion[task_names.index(order[i])][task_names.index(order[j])] += count
+            tables.setdefault(router, {})[name] = (confusion, len(finished))
+    for router, by_method in tables.items():
+        if len(by_method) > 1 and len({repr(table) for table in by_method.values()}) == 1:
+            tables[router] = {"every method": next(iter(by_method.values()))}
+    return tables
 
 
 def humaneval_table(results: dict) -> list[str]:
@@ -181,25 +200,25 @@ def humaneval_table(results: dict) -> list[str]:
     return lines + [""]
 
 
-def _mean_matrix(matrices: list[list[list[float]]]) -> list[list[float]]:
+def mean_matrix(matrices: list[list[list[float]]]) -> list[list[float]]:
     """Cell by cell, the mean of same-shaped matrices."""
     return [[sum(cells) / len(cells) for cells in zip(*rows)] for rows in zip(*matrices)]
 
 
-def _order(run: dict, task_names: list[str]) -> list[str]:
+def run_order(run: dict, task_names: list[str]) -> list[str]:
     """The order a run trained its tasks in (results from before orders existed: the stream's)."""
     return run.get("order") or task_names
 
 
-def _in_stream_columns(matrix: list[list[float]], order: list[str], task_names: list[str]) -> list[list[float]]:
+def in_stream_columns(matrix: list[list[float]], order: list[str], task_names: list[str]) -> list[list[float]]:
     """A run's matrix with its columns in stream order; its rows stay in the order it trained."""
     return [[row[order.index(name)] for name in task_names] for row in matrix]
 
 
-def _by_order(runs: list[dict], task_names: list[str]) -> dict[tuple[str, ...], list[dict]]:
+def by_order(runs: list[dict], task_names: list[str]) -> dict[tuple[str, ...], list[dict]]:
     grouped: dict[tuple[str, ...], list[dict]] = {}
     for run in runs:
-        grouped.setdefault(tuple(_order(run, task_names)), []).append(run)
+        grouped.setdefault(tuple(run_order(run, task_names)), []).append(run)
     return grouped
 
 
@@ -227,17 +246,17 @@ def degeneration_table(results: dict) -> list[str]:
         return f"| {name} | {after} | " + " | ".join(f"{_number(d, 1)} | {_number(l, 1)}" for d, l in zip(distinct, loop)) + " |"
 
     first = next(r for rs in runs.values() for r in rs)
-    start = {k: _in_stream_columns(m, _order(first, tasks), tasks)[0] for k, m in first["degeneration"].items()}
+    start = {k: in_stream_columns(m, run_order(first, tasks), tasks)[0] for k, m in first["degeneration"].items()}
     lines.append(row("base model (all methods)", "nothing", start["distinct"], start["loop"]))
     for name, method_runs in runs.items():
         finished = [r for r in method_runs if r["status"] == "ok"]
         if not finished:
             lines.append(f"| {name} | failed | " + " | ".join("— | —" for _ in tasks) + " |")
             continue
-        orders = _by_order(finished, tasks)
+        orders = by_order(finished, tasks)
         for order, group in orders.items():
             distinct, loop = (
-                _mean_matrix([_in_stream_columns(r["degeneration"][kind], list(order), tasks) for r in group])
+                mean_matrix([in_stream_columns(r["degeneration"][kind], list(order), tasks) for r in group])
                 for kind in ("distinct", "loop")
             )
             for i, after in enumerate(order, 1):
@@ -292,7 +311,8 @@ def stream_line(results: dict) -> str:
     return f"{tasks}; data: {data['source']}"
 
 
-def render(results: dict) -> str:
+def overview(results: dict) -> list[str]:
+    """The run in a few lines of Markdown: stream, base, data, metrics, statistics, seeds and provenance."""
     evaluation = results["evaluation"]
     task_names = [t["name"] for t in results["tasks"]]
     orders = results["config"].get("orders") or [task_names]
@@ -311,9 +331,7 @@ def render(results: dict) -> str:
     else:
         base_line += ")"
     signature = evaluation["metrics"]["bleu"].get("signature") or "n/a"
-    out = [
-        f"# codecl report: {results['config']['name']}",
-        "",
+    return [
         f"- Stream: {stream_line(results)}",
         *([f"- Orders: every method and seed runs each of {len(orders)} orders: "
            + "; ".join(" → ".join(order) for order in orders)
@@ -341,6 +359,17 @@ def render(results: dict) -> str:
         f"git: {(results['git'] or {}).get('commit') or 'n/a'}",
         "- Forgetting (Chaudhry et al. 2018), BWT and FWT (Lopez-Paz & Ranzato 2017) are in BLEU points; "
         "the formulas are in `codecl.metrics`.",
+    ]
+
+
+def render(results: dict) -> str:
+    task_names = [t["name"] for t in results["tasks"]]
+    orders = results["config"].get("orders") or [task_names]
+    counts = results["evaluation"]["examples_per_task"]
+    out = [
+        f"# codecl report: {results['config']['name']}",
+        "",
+        *overview(results),
         "",
         "## Ranking",
         "",
@@ -352,14 +381,14 @@ def render(results: dict) -> str:
         "## Accuracy matrices",
     ]
     for name, entry in results["methods"].items():
-        grouped = _by_order([run for run in entry["runs"] if run["status"] == "ok"], task_names)
+        grouped = by_order([run for run in entry["runs"] if run["status"] == "ok"], task_names)
         if len(orders) > 1:
             for order, group in grouped.items():
-                mean = _mean_matrix([run["matrices"]["bleu"] for run in group])
+                mean = mean_matrix([run["matrices"]["bleu"] for run in group])
                 out += ["", f"### {name}, order {' → '.join(order)}: BLEU, mean over {len(group)} seeds", "",
                         matrix_table(mean, list(order), counts)]
         for run in entry["runs"]:
-            order = _order(run, task_names)
+            order = run_order(run, task_names)
             out += ["", f"### {name}, seed {run['seed']}" + (f", order {' → '.join(order)}" if len(orders) > 1 else "")]
             for metric, matrix in run["matrices"].items():
                 out += ["", f"{METRIC_TITLES.get(metric, metric)}:", "", matrix_table(matrix, order, counts)]
@@ -375,12 +404,19 @@ def render(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(results: dict, path: Path) -> None:
-    write_text_atomically(path, render(results))
+def write_reports(results: dict, run_dir: Path) -> tuple[Path, Path]:
+    """`report.md` and `report.html` of `run_dir` from `results`; each written whole or not at all."""
+    # Here, not at the top: matplotlib loads when a report is written, not with every codecl module.
+    from codecl.report_html import render_html
+
+    markdown, page = run_dir / "report.md", run_dir / "report.html"
+    write_text_atomically(markdown, render(results))
+    write_text_atomically(page, render_html(results))
+    return markdown, page
 
 
-def rebuild_report(run_dir: Path) -> Path:
-    """`codecl report RUN_DIR`: render `report.md` again from `results.json`."""
+def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
+    """`codecl report RUN_DIR`: render `report.md` and `report.html` again from `results.json`."""
     results_path = run_dir / "results.json"
     if not results_path.is_file():
         raise UserError(f"report {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
@@ -389,7 +425,6 @@ def rebuild_report(run_dir: Path) -> Path:
     except json.JSONDecodeError as error:
         raise UserError(f"report {results_path}: not valid JSON (line {error.lineno}: {error.msg})") from None
     try:
-        write_report(results, run_dir / "report.md")
-    except (KeyError, TypeError) as error:
-        raise UserError(f"report {results_path}: missing or malformed field {error}") from None
-    return run_dir / "report.md"
+        return write_reports(results, run_dir)
+    except (KeyError, TypeError, IndexError, ValueError) as error:
+        raise UserError(f"report {results_path}: missing or malformed field ({type(error).__name__}: {error})") from None

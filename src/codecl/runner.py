@@ -28,7 +28,7 @@ from codecl.job import degeneration_line
 from codecl.job_state import JobFiles, JobKey, finished_record
 from codecl.models.store import log_to_stderr
 from codecl.progress import GridProgress
-from codecl.report import write_report
+from codecl.report import write_reports
 from codecl.results import (
     TEMPORARY, aggregate_seeds, aggregate_task_agnostic, git_commit, now, package_versions, run_folder,
     write_json_atomically,
@@ -256,7 +256,7 @@ class Run:
         self.results["sessions"][-1]["finished"] = self.results["finished"] = now()
         self.time_sessions(started)
         self.write()
-        write_report(self.results, self.out_dir / "report.md")
+        write_reports(self.results, self.out_dir)
         return self.results
 
     def earlier_results(self) -> dict:
