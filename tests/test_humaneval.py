@@ -372,7 +372,7 @@ def test_read_samples_names_the_bad_json_line(tmp_path):
 def test_read_samples_refuses_a_malformed_sample(tmp_path, line):
     good = json.dumps({"task_id": "HumanEval/0", "completion": ""})
     path = write_lines(tmp_path / "samples.jsonl", [good, json.dumps(line)])
-    with pytest.raises(UserError, match=rf"line 2: expected {{\"task_id\""):
+    with pytest.raises(UserError, match=r'line 2: expected \{"task_id"'):
         read_samples(path)
 
 

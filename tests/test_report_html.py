@@ -22,10 +22,29 @@ def chromium() -> str:
     return found
 
 
-def distinct_colours(png: bytes) -> int:
+def pixels(png: bytes):
+    import numpy as np
     from PIL import Image
 
-    return len(Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 24))
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def coloured_share(png: bytes) -> float:
+    """The share of pixels in colour: text, axes and grids are grey; every series and heatmap is coloured."""
+    rgb = pixels(png)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).mean())
+
+
+COUNTS = {"n", "runs", "seed", "problems"}  # they label a figure's numbers; they are not drawn
+
+
+def numbers(value) -> list[float]:
+    """The numbers a figure's data holds, less the counts that label them."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() if k not in COUNTS for n in numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
 @pytest.mark.slow
@@ -50,14 +69,20 @@ def test_the_page_renders_offline_without_errors_and_no_figure_is_blank(smoke_ru
                     tab.click()
                 image = figure.locator("img")
                 assert image.evaluate("img => img.complete && img.naturalWidth > 0"), key
-                shown[key] = image.screenshot()
+                drawn = json.loads(figure.locator("details pre").text_content())
+                shown[key] = image.screenshot(), numbers(drawn)
         finally:
             browser.close()
     assert problems == []
     assert requests == [page_path.as_uri()]  # the page itself, nothing else: no script, font or image fetched
     assert set(shown) == FIGURE_KEYS
-    for key, png in shown.items():
-        assert distinct_colours(png) > 10, f"{key} looks blank"
+    for key, (png, drawn) in shown.items():
+        rgb = pixels(png)
+        assert (rgb != rgb[0, 0]).any(), f"{key}: every pixel is one colour"
+        assert drawn, f"{key}: no numbers under the figure"
+        # Where it draws anything but zeros (zero-width bars are right), it shows in colour.
+        if any(drawn_number != 0 for drawn_number in drawn):
+            assert coloured_share(png) > 0.001, f"{key} draws numbers but nothing in colour"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +138,31 @@ def test_a_changed_number_in_results_json_changes_the_figure(smoke_results, draw
     assert not read(before.data)  # the value is not there already
     (after,) = draw(changed(smoke_results, edit))
     assert read(after.data) and after.png != before.png
+
+
+def test_heatmap_rows_follow_each_runs_order_and_columns_the_streams(smoke_results):
+    def edit(results):  # lora's second run trained javascript first: its matrix's columns are in that order
+        results["config"]["orders"] = [["python", "javascript"], ["javascript", "python"]]
+        run = results["methods"]["lora"]["runs"][1]
+        run["order"] = ["javascript", "python"]
+        run["matrices"]["bleu"] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    (figure,) = [f for f in figures.accuracy_heatmaps(changed(smoke_results, edit)) if f.key == "matrix-bleu"]
+    panels = [p for p in figure.data["panels"] if p["method"] == "lora" and p["scenario"] == "task-aware"]
+    assert [p["order"] for p in panels] == [["python", "javascript"], ["javascript", "python"]]
+    assert [p["runs"] for p in panels] == [1, 1]
+    # Rows: the base, after javascript, after python; columns: python, javascript.
+    assert panels[1]["matrix"] == [[2.0, 1.0], [4.0, 3.0], [6.0, 5.0]]
+
+
+def test_a_metric_a_task_has_no_score_for_is_left_blank(smoke_results):
+    def edit(results):  # as for a code-to-docstring task: no CodeBLEU on javascript, in any run
+        for entry in results["methods"].values():
+            for run in entry["runs"]:
+                for matrix in [run["matrices"].get("codebleu"), *(r["matrices"]["codebleu"] for r in (run.get("task_agnostic") or {}).values())]:
+                    for row in matrix or []:
+                        row[1] = None
+    (figure,) = [f for f in figures.accuracy_heatmaps(changed(smoke_results, edit)) if f.key == "matrix-codebleu"]
+    assert all(row[1] is None and row[0] is not None for p in figure.data["panels"] for row in p["matrix"])
 
 
 def test_the_pareto_front_by_hand():

@@ -47,7 +47,8 @@ def test_tensorboard_holds_the_loss_series_and_the_scores(tracked_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     losses, scores = expected_series(tracked_run)
-    assert len(losses) == 4  # 32 examples in batches of 8, logged every 2 steps, over 2 tasks
+    # 32 examples in batches of 8, logged every 2 steps; the second task's steps follow the first's 4.
+    assert sorted(losses) == [2, 4, 6, 8] and {step for _, step in scores} == {4, 8}
     events = EventAccumulator(str(tracked_run / "tracking" / "tensorboard" / "lora seed 0"))
     events.Reload()
     read = {e.step: e.value for e in events.Scalars("train/loss")}
@@ -72,3 +73,39 @@ def test_a_tracker_that_is_not_installed_is_refused_before_anything_runs(monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"tracking: mlflow is not installed \(expected `pip install 'codecl\[mlflow\]'`\)"):
         check_trackers(["mlflow"])
+
+
+class Failing:
+    """A tracker whose `log` fails, as a locked database would."""
+
+    name = "tensorboard"
+
+    def __init__(self):
+        self.finished = 0
+
+    def start(self):
+        pass
+
+    def store_init_configuration(self, values):
+        pass
+
+    def log(self, values, step):
+        raise OSError("database is locked")
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_a_failing_tracker_is_reported_once_and_turned_off(monkeypatch, tmp_path):
+    from codecl import tracking
+
+    failing = Failing()
+    monkeypatch.setattr(tracking, "_tracker", lambda *args: failing)
+    warnings = []
+    trackers = tracking.JobTrackers(["tensorboard"], tmp_path, "lora seed 0", "smoke", {}, warn=warnings.append,
+                                    state=tmp_path / "state")
+    trackers.log({"train/loss": 1.0}, 2)
+    trackers.log({"train/loss": 0.5}, 4)  # off by now: not tried again
+    trackers.finish(failed=False)
+    assert warnings == ["tracking is off for the rest of this job: OSError: database is locked"]
+    assert failing.finished == 1

@@ -183,8 +183,9 @@ def _blocks(runs: list[Run]) -> list[Block]:
     blocks += [("h2", "Headline numbers"),
                ("p", "Each run: mean ± 95% t-interval half-width over seeds (a bare mean for one seed). "
                      f"Each later run − {first.letter}: the difference of means with its 95% Welch interval "
-                     "(none where either run has one seed); — where a run lacks the number. A number differs when "
-                     "its means are not exactly equal, before rounding.")]
+                     "(none where either run has one seed), which treats the runs as independent: runs that share "
+                     "seeds share their initial draws, so for them it is if anything too wide; — where a run lacks "
+                     "the number. A number differs when its means are not exactly equal, before rounding.")]
     return blocks + tables
 
 

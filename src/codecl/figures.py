@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 from matplotlib.figure import Figure as Canvas
 
 from codecl.report import METRIC_TITLES, by_order, in_stream_columns, mean_matrix, router_confusions, scenario_rows
@@ -79,6 +80,12 @@ def seeds_phrase(results: dict) -> str:
     return f"{len(results['seeds'])} seeds" + (f" × {len(orders)} orders" if len(orders) > 1 else "")
 
 
+def runs_phrase(counts: list[int]) -> str:
+    """n of the runs behind each point: one number, or its range where some runs failed."""
+    low, high = min(counts, default=0), max(counts, default=0)
+    return f"n={low} runs" if low == high else f"n={low}-{high} runs (each label says)"
+
+
 def examples_phrase(results: dict) -> str:
     counts = results["evaluation"]["examples_per_task"]
     return f"{results['evaluation']['split']} examples per task: " + ", ".join(f"{t} n={counts[t]}" for t in task_names(results))
@@ -113,17 +120,20 @@ def accuracy_heatmaps(results: dict) -> list[Figure]:
         if not panels:
             continue
         values = [v for p in panels for row in p["matrix"] for v in row if v is not None]
-        low, high = min(values, default=0.0), max(values, default=1.0)
+        if not values:  # the metric applies to no task of the stream
+            continue
+        low, high = min(values), max(values)
         canvas, axes = grid(len(panels), 4, 0.75 * len(names) + 0.6, 0.4 * len(names) + 0.5, left=1.4, right=1.4,
                             top=1.0, gap=1.0)
         for ax, panel in zip(axes, panels):
-            image = ax.imshow(panel["matrix"], cmap="viridis", vmin=low, vmax=high if high > low else low + 1, aspect="auto")
+            cells = np.ma.masked_invalid(np.array(panel["matrix"], dtype=float))  # None: not scored, left blank
+            image = ax.imshow(cells, cmap="viridis", vmin=low, vmax=high if high > low else low + 1, aspect="auto")
             for i, row in enumerate(panel["matrix"]):
                 for j, value in enumerate(row):
                     # Dark text on the light end of viridis, light text on the dark end.
-                    shade = (value - low) / (high - low) if high > low else 0.0
-                    ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
-                            color="black" if shade > 0.6 else "white")
+                    shade = (value - low) / (high - low) if value is not None and high > low else 0.0
+                    ax.text(j, i, "—" if value is None else f"{value:.1f}", ha="center", va="center", fontsize=8,
+                            color="black" if shade > 0.6 or value is None else "white")
             ax.set_xticks(range(len(names)), names, fontsize=8)
             ax.set_yticks(range(len(names) + 1), ["base", *(f"+{t}" for t in panel["order"])], fontsize=8)
             ax.set_title(f"{panel['method']} · {panel['scenario']}"
@@ -177,24 +187,27 @@ def score_versus_parameters(results: dict) -> list[Figure]:
             on_front = point["method"] in front
             ax.errorbar(point[x], point["score"], yerr=point["ci95"] or 0, capsize=3, linestyle="none",
                         color=style(index)["color"], marker=style(index)["marker"], markersize=8 if on_front else 6,
-                        markerfacecolor=style(index)["color"] if on_front else "white", label=point["method"])
+                        markerfacecolor=style(index)["color"] if on_front else "white",
+                        label=f"{point['method']} (n={point['n']})")
             ax.annotate(point["method"], (point[x], point["score"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ordered = sorted((p for p in points if p["method"] in front), key=lambda p: p[x])
         ax.step([p[x] for p in ordered], [p["score"] for p in ordered], where="post", color="grey", linewidth=1,
                 linestyle="--", label="Pareto front")
-        # Frozen methods train nothing: a symlog axis keeps 0 on the chart beside millions.
-        ax.set_xscale("symlog", linthresh=1000)
+        # Frozen methods train nothing: a symlog axis keeps 0 on the chart beside millions (linear up to 10).
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(-2, 3 * max(max(p[x] for p in points), 10))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("average BLEU after the last task (points, 0-100)")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), title="filled: on the front")
-    canvas.suptitle(f"Score against parameters: mean ± 95% t-interval over n={points[0]['n']} runs "
+    canvas.suptitle(f"Score against parameters: mean ± 95% t-interval, {runs_phrase([p['n'] for p in points])} "
                     f"({seeds_phrase(results)}); {examples_phrase(results)}", fontsize=10)
     return [Figure(
         "pareto", "Score against parameters",
         "Average BLEU over the stream's tasks after the last task (task-aware), against the parameters trained per "
         "task and those added to the base. Filled markers and the dashed line: the Pareto front (no method scores "
-        "higher with as few parameters).",
+        "higher with as few parameters), chosen on the means: a method off the front may still be within the "
+        "intervals of one on it.",
         {"points": points, "front": fronts}, rendered(canvas),
     )]
 
@@ -207,11 +220,11 @@ def forgetting_bars(results: dict) -> list[Figure]:
         if forgetting is None:
             continue
         bwt, bwt_ci, _ = interval(summary, "bleu", "backward_transfer")
-        bars.append({"row": f"{method} · {task_id}", "forgetting": forgetting, "forgetting_ci95": forgetting_ci,
+        bars.append({"row": f"{method} · {task_id} (n={n})", "forgetting": forgetting, "forgetting_ci95": forgetting_ci,
                      "backward_transfer": bwt, "backward_transfer_ci95": bwt_ci, "n": n})
     if not bars:
         return []
-    canvas, axes = grid(2, 2, 4.0, 0.25 * len(bars) + 0.4, left=2.6, gap=0.3, sharey=True)
+    canvas, axes = grid(2, 2, 4.0, 0.25 * len(bars) + 0.4, left=2.9, gap=0.3, sharey=True)
     positions = range(len(bars))
     for ax, (key, label, colour) in zip(axes, (
             ("forgetting", "forgetting (BLEU points; lower is better)", PALETTE[3]),
@@ -223,7 +236,7 @@ def forgetting_bars(results: dict) -> list[Figure]:
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(list(positions), [b["row"] for b in bars], fontsize=8)
     axes[0].invert_yaxis()
-    canvas.suptitle(f"Forgetting and backward transfer: mean ± 95% t-interval over n={bars[0]['n']} runs "
+    canvas.suptitle(f"Forgetting and backward transfer: mean ± 95% t-interval, {runs_phrase([b['n'] for b in bars])} "
                     f"({seeds_phrase(results)})", fontsize=10)
     return [Figure(
         "forgetting", "Forgetting and backward transfer",
@@ -234,71 +247,85 @@ def forgetting_bars(results: dict) -> list[Figure]:
 
 
 def loss_curves(results: dict) -> list[Figure]:
-    """Training loss against step for every method and task, one line per seed (and order)."""
+    """Training loss against step for every method and task, one line per seed (and order): a row per method
+    that trained, a column per task in stream order, an empty cell where no run has a curve."""
     names = task_names(results)
-    panels = []
+    rows = []
     for method, entry in results["methods"].items():
-        for task in names:
-            lines = [{"seed": run["seed"], "order": run.get("order") or names,
-                      "step": [p["step"] for p in trained["curve"]], "loss": [p["loss"] for p in trained["curve"]]}
-                     for run in entry["runs"] for trained in run["train"]
-                     if trained["task"] == task and trained.get("curve")]
-            if lines:
-                panels.append({"method": method, "task": task, "lines": lines})
-    if not panels:
+        cells = [{"method": method, "task": task, "lines": [
+            {"seed": run["seed"], "order": run.get("order") or names,
+             "step": [p["step"] for p in trained["curve"]], "loss": [p["loss"] for p in trained["curve"]]}
+            for run in entry["runs"] for trained in run["train"] if trained["task"] == task and trained.get("curve")]}
+            for task in names]
+        if any(cell["lines"] for cell in cells):
+            rows.append(cells)
+    if not rows:
         return []
-    canvas, axes = grid(len(panels), len(names), 3.6, 2.0, left=0.9, top=0.7, gap=0.9)
+    panels = [cell for row in rows for cell in row]
+    canvas, axes = grid(len(panels), len(names), 3.6, 2.0, left=0.9, top=1.1, gap=0.9)
     labels = sorted({(line["seed"], tuple(line["order"])) for p in panels for line in p["lines"]})
+    several_orders = len({order for _, order in labels}) > 1
     for ax, panel in zip(axes, panels):
+        if not panel["lines"]:
+            ax.set_visible(False)
+            continue
         for line in panel["lines"]:
-            index = labels.index((line["seed"], tuple(line["order"])))
-            ax.plot(line["step"], line["loss"], linewidth=1.2, markersize=3, **style(index),
-                    label=f"seed {line['seed']}" + (f", {'→'.join(line['order'])}" if len({o for _, o in labels}) > 1 else ""))
+            ax.plot(line["step"], line["loss"], linewidth=1.2, markersize=3, **style(labels.index((line["seed"], tuple(line["order"])))),
+                    label=f"seed {line['seed']}" + (f", {'→'.join(line['order'])}" if several_orders else ""))
         ax.set_title(f"{panel['method']} · training on {panel['task']} (n={len(panel['lines'])} runs)", fontsize=9)
         ax.set_xlabel("optimiser step", fontsize=8)
-        ax.set_ylabel("loss (nats/token)", fontsize=8)
+        ax.set_ylabel("loss (nats/token\n+ method's term)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     every = results["config"]["train"]["log_every"]
-    canvas.suptitle(f"Training loss: the mean cross-entropy of the steps since the previous point (every {every} steps)",
-                    fontsize=10)
+    canvas.suptitle(f"Training loss: the mean of the steps since the previous point (every {every} steps)", fontsize=10)
     return [Figure(
         "loss", "Training loss",
         f"Per method and task, the training loss (token-level cross-entropy of the batch, plus the method's own term "
-        f"where it has one) every {every} optimiser steps, one line per run.",
+        f"where it has one, such as EWC's penalty) every {every} optimiser steps, one line per run.",
         {"panels": panels}, rendered(canvas),
     )]
 
 
 def humaneval_over_stream(results: dict) -> list[Figure]:
-    """HumanEval pass@1 after training nothing and then each task, per method, mean ± 95% interval."""
+    """HumanEval pass@1 after training nothing and then each task, per method (and order), mean ± 95% interval."""
     eval_only = results.get("eval_only_tasks") or []
-    if not eval_only:
-        return []
     names = task_names(results)
+    several_orders = len(results["config"].get("orders") or [names]) > 1
     panels = []
     for column, task in enumerate(eval_only):
         series = []
         for method, entry in results["methods"].items():
             runs = [run for run in finished(entry) if run.get("eval_only_matrices")]
-            if runs:
-                rows = zip(*(run["eval_only_matrices"]["pass@1"] for run in runs))
-                series.append({"method": method, "n": len(runs),
+            # Rows follow each run's order: with several orders, "after 1 task" is another task per order.
+            for order, group in by_order(runs, names).items():
+                rows = zip(*(run["eval_only_matrices"]["pass@1"] for run in group))
+                series.append({"method": method, "order": list(order), "n": len(group),
                                "points": [t_interval([row[column] for row in row_group]).as_dict() for row_group in rows]})
-        panels.append({"task": task["name"], "problems": task["problems"], "series": series})
-    canvas, axes = grid(len(panels), 2, 4.6, 3.4, left=0.9, right=1.8, gap=0.7)
-    orders = results["config"].get("orders") or [names]
-    ticks = ["base", *(f"+{t}" for t in orders[0])] if len(orders) == 1 else ["base", *(f"after {k}" for k in range(1, len(names) + 1))]
+        if series:
+            panels.append({"task": task["name"], "problems": task["problems"], "series": series})
+    if not panels:
+        return []
+    canvas, axes = grid(len(panels), 2, 4.6, 3.4, left=0.9, right=2.2 if several_orders else 1.8, gap=1.0)
     for ax, panel in zip(axes, panels):
         for index, line in enumerate(panel["series"]):
+            label = line["method"] + (f" ({'→'.join(line['order'])})" if several_orders else "") + f" (n={line['n']})"
             ax.errorbar(range(len(line["points"])), [p["mean"] for p in line["points"]],
-                        yerr=[p["ci95"] or 0 for p in line["points"]],
-                        capsize=2, linewidth=1.2, markersize=4, label=line["method"], **style(index))
+                        yerr=[p["ci95"] or 0 for p in line["points"]], capsize=2, linewidth=1.2, markersize=4,
+                        label=label, **style(index))
+        ticks = ["base", *(f"after {k}" for k in range(1, len(names) + 1))] if several_orders else \
+            ["base", *(f"+{t}" for t in panel["series"][0]["order"])]
         ax.set_xticks(range(len(ticks)), ticks)
-        ax.set_xlabel("after training")
+        ax.set_xlabel("after training (tasks in each line's order)" if several_orders else "after training")
         ax.set_ylabel("pass@1 (%)")
-        ax.set_title(f"{panel['task']} (n={panel['problems']} problems, {panel['series'][0]['n'] if panel['series'] else 0} runs)",
+        highest = max((p["mean"] + (p["ci95"] or 0) for line in panel["series"] for p in line["points"]), default=0.0)
+        top = max(5.0, 1.1 * highest)  # a rate, from 0, on a scale where one problem shows
+        ax.set_ylim(-0.03 * top, top)  # a hair below 0, so that markers at 0 are whole
+        if highest == 0:  # every line lies on the axis, one over the other
+            ax.text(0.5, 0.5, "every method: 0 problems passed at every point", transform=ax.transAxes,
+                    ha="center", fontsize=9)
+        ax.set_title(f"{panel['task']} (n={panel['problems']} problems; {runs_phrase([s['n'] for s in panel['series']])})",
                      fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))

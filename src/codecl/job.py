@@ -138,6 +138,12 @@ def degeneration_line(task_names: list[str], degeneration: list[dict[str, float]
     return ", ".join(f"{name} distinct {d['distinct']:.0f}%, loops {d['loop']:.0f}%" for name, d in zip(task_names, degeneration))
 
 
+def steps_done(record: dict) -> int:
+    """The trackers' step axis: the planned steps of the tasks the job has trained. (A state saved before
+    records kept `planned_steps` has the steps that ran, the same but for skipped steps.)"""
+    return sum(trained.get("planned_steps", trained["steps"]) for trained in record["train"])
+
+
 def tracked_scores(tasks: list[Task], row: list[Evaluation], eval_only: list[FunctionalTask],
                    eval_only_row: list[FunctionalEvaluation], routed: dict[str, RoutedRows]) -> dict[str, float]:
     """A row's scores as tracker values: `eval/<metric>/<task>`, `eval/pass_at_1/<HumanEval task>` and
@@ -169,8 +175,7 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
     record = {"seed": key.seed, "order": [t.name for t in tasks], "status": "ok", "error": None, "train": [],
               "per_task_parameters": None, "seconds": {"evaluate": 0.0, "humaneval": 0.0}}
     step_file = files.state / "step.pt"
-    trackers = JobTrackers(config.tracking, files.run_dir, key.label(len(setting.orders)), config.name,
-                           config.model_dump(mode="json"))
+    trackers = None
 
     def save_loop(position: int) -> Callable[[LoopState], None]:
         return lambda loop_state: save_torch_atomically(step_file, {"done": position, "loop": loop_state})
@@ -201,11 +206,22 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
             record, rows, eval_only_rows, routed = state.record, state.rows, state.eval_only_rows, state.routed
             log(f"resumed after task {state.done} of {len(tasks)}")
         loop = torch.load(step_file, weights_only=False) if step_file.is_file() else None
+        # A resumed job's trackers go on from the step its state left off at, in the runs it opened.
+        resume_step = (steps_done(record) + (loop["loop"].step if loop and loop["done"] == state.done else 0)
+                       if resumed or loop else None)
+        trackers = JobTrackers(config.tracking, files.run_dir, key.label(len(setting.orders)), config.name,
+                               config.model_dump(mode="json"), warn=log, state=files.state, resume_step=resume_step)
         for position in range(state.done, len(tasks)):
             task = tasks[position]
             use_task = lambda j: method.use_task(model, j)  # noqa: E731
             progress.update(task=task.name, position=position, phase="train", step=0, steps=0)
-            steps_before = sum(t["planned_steps"] for t in record["train"])  # the trackers' axis: the job's steps
+            steps_before = steps_done(record)
+
+            def on_log(point: LogPoint) -> None:
+                progress.update(step=point.step, steps=point.steps)
+                trackers.log({"train/loss": point.loss, "train/learning_rate": point.learning_rate,
+                              "train/tokens_per_second": point.tokens_per_second}, steps_before + point.step)
+
             data = TaskData(position, task.splits["train"], [t.splits["train"] for t in tasks[:position]],
                             setting.base.tokenizer.pad_token_id, device)
             parameters, trained = train_method_on_task(
@@ -214,9 +230,7 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
                 accelerator=setting.accelerator, seed=key.seed * 1000 + task.index,
                 log=lambda line: log(f"[{task.name}] {line}"), save_loop=save_loop(position),
                 resume_from=loop["loop"] if loop and loop["done"] == position else None,
-                on_log=lambda point: (progress.update(step=point.step, steps=point.steps), trackers.log({
-                    "train/loss": point.loss, "train/learning_rate": point.learning_rate,
-                    "train/tokens_per_second": point.tokens_per_second}, steps_before + point.step)),
+                on_log=on_log,
             )
             state.trainable.append(sum(p.numel() for p in parameters))
             if trained is not None:
@@ -244,7 +258,7 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
                 if routed:
                     record["seconds"]["task_agnostic"] = sum(r.seconds for r in routed.values())
                 trackers.log(tracked_scores(tasks, rows[-1], setting.eval_only, eval_only_rows[-1], routed),
-                             sum(t["planned_steps"] for t in record["train"]))
+                             steps_done(record))
             else:
                 rows.append(rows[-1])
                 eval_only_rows.append(eval_only_rows[-1])
@@ -279,7 +293,8 @@ def run_method_job(setting: Setting, files: JobFiles, log: Log, progress: JobPro
     if routed:
         record["task_agnostic"] = {router: r.record(record["status"] == "ok") for router, r in routed.items()}
     record.update(memory.read())
-    trackers.finish()
+    if trackers:
+        trackers.finish(failed=record["status"] != "ok")
     write_predictions(setting, files, tasks, rows, eval_only_rows, routed)
     return record
 

@@ -200,9 +200,13 @@ def humaneval_table(results: dict) -> list[str]:
     return lines + [""]
 
 
-def mean_matrix(matrices: list[list[list[float]]]) -> list[list[float]]:
-    """Cell by cell, the mean of same-shaped matrices."""
-    return [[sum(cells) / len(cells) for cells in zip(*rows)] for rows in zip(*matrices)]
+def mean_matrix(matrices: list[list[list[float | None]]]) -> list[list[float | None]]:
+    """Cell by cell, the mean of same-shaped matrices; None where no matrix has a value (a metric that does
+    not apply to a task, such as CodeBLEU on docstrings)."""
+    def mean(cells):
+        values = [cell for cell in cells if cell is not None]
+        return sum(values) / len(values) if values else None
+    return [[mean(cells) for cells in zip(*rows)] for rows in zip(*matrices)]
 
 
 def run_order(run: dict, task_names: list[str]) -> list[str]:

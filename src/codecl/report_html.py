@@ -63,17 +63,22 @@ def ranking_html(results: dict) -> str:
     return f'<div class="table"><table><thead><tr>{cells(header, "th")}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+def tab_rules(figures: list[Figure]) -> str:
+    """The CSS that shows the checked metric's panel and marks its label."""
+    return " ".join(f"#tab-{f.key}:checked ~ #panel-{f.key} {{ display: block; }} "
+                    f"#tab-{f.key}:checked + label {{ background: #fff; border-bottom-color: #fff; font-weight: 600; }}"
+                    for f in figures)
+
+
 def metric_tabs(figures: list[Figure]) -> str:
-    """The accuracy-matrix figures, one per metric, behind radio buttons: CSS shows the checked one's panel."""
-    inputs, panels, rules = [], [], []
+    """The accuracy-matrix figures, one per metric, behind radio buttons (`tab_rules` shows the checked one)."""
+    inputs, panels = [], []
     for index, figure in enumerate(figures):
         tab = f"tab-{figure.key}"
         inputs.append(f'<input type="radio" name="metric" id="{tab}"{" checked" if index == 0 else ""}>'
                       f'<label for="{tab}">{escape(figure.title)}</label>')
         panels.append(f'<div class="panel" id="panel-{figure.key}">{figure_html(figure)}</div>')
-        rules.append(f"#{tab}:checked ~ #panel-{figure.key} {{ display: block; }} "
-                     f"#{tab}:checked + label {{ background: #fff; border-bottom-color: #fff; font-weight: 600; }}")
-    return f'<style>{" ".join(rules)}</style><div class="tabs">{"".join(inputs)}{"".join(panels)}</div>'
+    return f'<div class="tabs">{"".join(inputs)}{"".join(panels)}</div>'
 
 
 def provenance_html(results: dict) -> str:
@@ -117,7 +122,7 @@ def render_html(results: dict) -> str:
     body = "".join(f'<h2 id="section-{key}">{escape(title)}</h2>{content}' for key, title, content in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>codecl report: {name}</title><style>{STYLE}</style></head><body>"
+            f"<title>codecl report: {name}</title><style>{STYLE}{tab_rules(matrices)}</style></head><body>"
             f"<h1>codecl report: {name}</h1><nav>{nav}</nav><ul class=overview>{items}</ul>{body}"
             f"<p><small>Written by codecl {escape(str(results.get('codecl_version', '')))} from results.json; "
             "report.md holds the same numbers as tables.</small></p></body></html>\n")

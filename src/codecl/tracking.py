@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from codecl.errors import UserError
 
@@ -54,7 +54,6 @@ def mlflow_uri(run_dir: Path) -> str:
 def prepare_trackers(names: list[str], run_dir: Path, experiment: str) -> None:
     """What the jobs share, made once before they start together on several workers: MLflow's database
     and the run's experiment (two processes creating either at once would collide)."""
-    check_trackers(names)
     if "mlflow" in names:
         import mlflow
 
@@ -65,34 +64,71 @@ def prepare_trackers(names: list[str], run_dir: Path, experiment: str) -> None:
             mlflow.create_experiment(experiment, artifact_location=artifacts)
 
 
-def _tracker(name: str, run_dir: Path, run_name: str, experiment: str):
+def _tracker(name: str, run_dir: Path, run_name: str, experiment: str, state: Path, resume_step: int | None):
     from accelerate.tracking import MLflowTracker, TensorBoardTracker
 
     if name == "tensorboard":
-        return TensorBoardTracker(run_name, tracking_folder(run_dir, name))
+        # A resumed job logs again from its checkpoint: TensorBoard hides what the killed attempt logged after it.
+        return TensorBoardTracker(run_name, tracking_folder(run_dir, name), purge_step=resume_step)
     import mlflow
 
     mlflow.set_tracking_uri(mlflow_uri(run_dir))
-    return MLflowTracker(experiment, run_name=run_name)
+    # A resumed job goes on in the run its killed attempt opened.
+    run_id = (state / MLFLOW_RUN_ID).read_text() if resume_step is not None and (state / MLFLOW_RUN_ID).is_file() else None
+    return MLflowTracker(experiment, run_name=run_name, run_id=run_id)
+
+
+MLFLOW_RUN_ID = "mlflow-run-id.txt"
 
 
 class JobTrackers:
     """The trackers of one job. `log` takes `{name: number}` at a step of the job's axis; `finish` closes
-    them. With no trackers configured every call does nothing."""
+    them. With no trackers configured every call does nothing.
 
-    def __init__(self, names: list[str], run_dir: Path, run_name: str, experiment: str, config: dict) -> None:
-        self.trackers = [_tracker(name, run_dir, run_name, experiment) for name in names]
-        hyperparameters = flat_config(config)
-        for tracker in self.trackers:
-            tracker.start()
-            tracker.store_init_configuration(hyperparameters)
+    A tracker that fails (a locked database, a full disk) is reported once through `warn` and turned
+    off for the rest of the job: losing a curve must not lose the job's result."""
 
-    def log(self, values: dict[str, float], step: int) -> None:
+    def __init__(self, names: list[str], run_dir: Path, run_name: str, experiment: str, config: dict, *,
+                 warn: Callable[[str], None], state: Path, resume_step: int | None = None) -> None:
+        self.trackers, self.warn = [], warn
+        try:
+            for name in names:
+                tracker = _tracker(name, run_dir, run_name, experiment, state, resume_step)
+                tracker.start()
+                self.trackers.append(tracker)
+                if name == "mlflow":
+                    state.mkdir(parents=True, exist_ok=True)
+                    (state / MLFLOW_RUN_ID).write_text(tracker.active_run.info.run_id)
+                if resume_step is None:  # a resumed job's run has them already
+                    tracker.store_init_configuration(flat_config(config))
+        except Exception as error:  # noqa: BLE001 - any tracker failure, see the class docstring
+            self.give_up(error)
+
+    def give_up(self, error: Exception) -> None:
+        self.warn(f"tracking is off for the rest of this job: {type(error).__name__}: {error}".splitlines()[0])
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            try:
+                tracker.finish()
+            except Exception:  # noqa: BLE001 - already reported
+                pass
+
+    def log(self, values: dict[str, float | None], step: int) -> None:
         values = {k: v for k, v in values.items() if v is not None}
-        for tracker in self.trackers:
-            tracker.log(values, step=step)
+        try:
+            for tracker in self.trackers:
+                tracker.log(values, step=step)
+        except Exception as error:  # noqa: BLE001
+            self.give_up(error)
 
-    def finish(self) -> None:
-        for tracker in self.trackers:
-            tracker.finish()
+    def finish(self, failed: bool) -> None:
+        try:
+            for tracker in self.trackers:
+                if failed and tracker.name == "mlflow":
+                    import mlflow
+
+                    mlflow.end_run(status="FAILED")  # accelerate's finish would end it as FINISHED
+                tracker.finish()
+        except Exception as error:  # noqa: BLE001
+            self.give_up(error)
         self.trackers = []
