@@ -64,6 +64,11 @@ def grid(count: int, columns: int, width: float, height: float, *, left: float =
     return canvas, axes[:count]
 
 
+def label_inches(labels: list[str]) -> float:
+    """About how wide the longest of `labels` is at 8 points (0.065 inch a character), margin included."""
+    return 0.065 * max(map(len, labels), default=0) + 0.3
+
+
 def colorbar(canvas: Canvas, image, label: str) -> None:
     """A colour bar in the canvas's right margin (`grid`'s `right`), as tall as the panels."""
     width, height = canvas.get_size_inches()
@@ -123,8 +128,9 @@ def accuracy_heatmaps(results: dict) -> list[Figure]:
         if not values:  # the metric applies to no task of the stream
             continue
         low, high = min(values), max(values)
-        canvas, axes = grid(len(panels), 4, 0.75 * len(names) + 0.6, 0.4 * len(names) + 0.5, left=1.4, right=1.4,
-                            top=1.0, gap=1.0)
+        label = label_inches(["+" + name for name in names])
+        canvas, axes = grid(len(panels), 4, 0.75 * len(names) + 0.6, 0.4 * len(names) + 0.5, left=label + 0.5,
+                            right=1.4, top=1.0, bottom=label if label > 1 else 0.7, gap=max(1.0, label + 0.2))
         for ax, panel in zip(axes, panels):
             cells = np.ma.masked_invalid(np.array(panel["matrix"], dtype=float))  # None: not scored, left blank
             image = ax.imshow(cells, cmap="viridis", vmin=low, vmax=high if high > low else low + 1, aspect="auto")
@@ -134,7 +140,8 @@ def accuracy_heatmaps(results: dict) -> list[Figure]:
                     shade = (value - low) / (high - low) if value is not None and high > low else 0.0
                     ax.text(j, i, "—" if value is None else f"{value:.1f}", ha="center", va="center", fontsize=8,
                             color="black" if shade > 0.6 or value is None else "white")
-            ax.set_xticks(range(len(names)), names, fontsize=8)
+            ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if label > 1 else 0,
+                          ha="right" if label > 1 else "center")
             ax.set_yticks(range(len(names) + 1), ["base", *(f"+{t}" for t in panel["order"])], fontsize=8)
             ax.set_title(f"{panel['method']} · {panel['scenario']}"
                          + (f"\norder {'→'.join(panel['order'])}" if several_orders else "")
@@ -345,8 +352,9 @@ def router_confusion(results: dict) -> list[Figure]:
     names = task_names(results)
     panels = [{"router": router, "method": method, "runs": runs, "counts": counts}
               for router, by_method in tables.items() for method, (counts, runs) in by_method.items()]
-    canvas, axes = grid(len(panels), 4, 0.8 * len(names) + 0.4, 0.6 * len(names) + 0.4, left=1.3, right=1.5,
-                        top=1.1, gap=1.3)
+    label = label_inches(names)
+    canvas, axes = grid(len(panels), 4, 0.8 * len(names) + 0.4, 0.6 * len(names) + 0.4, left=label + 0.6, right=1.5,
+                        top=1.1, bottom=label + 0.4 if label > 1 else 0.8, gap=max(1.3, label + 0.5))
     for ax, panel in zip(axes, panels):
         shares = [[100.0 * c / max(1, sum(row)) for c in row] for row in panel["counts"]]
         image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=100)
@@ -354,7 +362,8 @@ def router_confusion(results: dict) -> list[Figure]:
             for j, count in enumerate(row):
                 ax.text(j, i, f"{shares[i][j]:.0f}%\n({count})", ha="center", va="center", fontsize=8,
                         color="black" if shares[i][j] > 60 else "white")
-        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if label > 1 else 0,
+                      ha="right" if label > 1 else "center")
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlabel("routed to", fontsize=8)
         ax.set_ylabel("task scored on", fontsize=8)
