@@ -15,6 +15,7 @@ from scipy import stats
 from codecl.config import ABSENT, RESUMABLE_KEYS
 from codecl.errors import UserError
 from codecl.report import scenario_rows
+from codecl.results import read_results
 
 Cell = tuple[float, float | None, int]  # mean, 95% t-interval half-width (None for one seed), n
 Block = tuple  # ("h1" | "h2" | "h3" | "p", text), ("ul", items) or ("table", header, rows)
@@ -53,14 +54,7 @@ def _headlines(rows: dict[tuple[str, str], dict]) -> list[tuple[str, str, str]]:
 def load_run(folder: Path, letter: str) -> Run:
     """A run folder's results.json, checked for every field the comparison reads."""
     path = folder / "results.json"
-    if not path.is_file():
-        raise UserError(f"compare {folder}: no results.json in it (expected a folder written by `codecl run`)")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"compare {path}: not valid JSON (line {error.lineno}: {error.msg})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"compare {path}: not readable as JSON text ({error})") from None
+    results = read_results(folder, "compare")
     try:
         results["config"]["name"], results["created"], results["seeds"]
         rows = {(name, task_id): summary for name, task_id, summary, _ in scenario_rows(results)}

@@ -23,14 +23,7 @@ from codecl.config import ExperimentConfig
 from codecl.errors import UserError
 from codecl.methods import METHODS
 from codecl.models.load import load_pretrained
-from codecl.results import run_folder
-
-
-def read_results(run_dir: Path, what: str = "export") -> dict:
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise UserError(f"{what} {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
-    return json.loads(path.read_text())
+from codecl.results import read_results, run_folder
 
 
 @dataclass

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from codecl.errors import UserError
-from codecl.results import write_text_atomically
+from codecl.results import read_results, write_text_atomically
 from codecl.statistics import format_p
 
 METRIC_TITLES = {
@@ -421,14 +420,9 @@ def write_reports(results: dict, run_dir: Path) -> tuple[Path, Path]:
 
 def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
     """`codecl report RUN_DIR`: render `report.md` and `report.html` again from `results.json`."""
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise UserError(f"report {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
-    try:
-        results = json.loads(results_path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"report {results_path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    results = read_results(run_dir, "report")
     try:
         return write_reports(results, run_dir)
     except (KeyError, TypeError, IndexError, ValueError) as error:
-        raise UserError(f"report {results_path}: missing or malformed field ({type(error).__name__}: {error})") from None
+        raise UserError(f"report {run_dir / 'results.json'}: missing or malformed field "
+                        f"({type(error).__name__}: {error})") from None

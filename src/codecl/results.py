@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from codecl import metrics
+from codecl.errors import UserError
 from codecl.statistics import t_interval
 
 PACKAGES = (
@@ -85,6 +86,19 @@ def atomic_path(path: Path, mode: str = "w") -> Iterator:
             os.unlink(handle.name)
             raise
     os.replace(handle.name, path)
+
+
+def read_results(run_dir: Path, command: str) -> dict:
+    """A run folder's results.json; one line naming the file where there is none or it is not JSON."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise UserError(f"{command} {run_dir}: no results.json in it (expected a folder written by `codecl run`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{command} {path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{command} {path}: not readable as JSON text ({error})") from None
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
