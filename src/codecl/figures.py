@@ -69,6 +69,11 @@ def label_inches(labels: list[str]) -> float:
     return 0.065 * max(map(len, labels), default=0) + 0.3
 
 
+def slanted(names: list[str]) -> bool:
+    """Whether task names are too long to stand side by side under a heatmap's columns."""
+    return max(map(len, names), default=0) > 12
+
+
 def colorbar(canvas: Canvas, image, label: str) -> None:
     """A colour bar in the canvas's right margin (`grid`'s `right`), as tall as the panels."""
     width, height = canvas.get_size_inches()
@@ -130,7 +135,7 @@ def accuracy_heatmaps(results: dict) -> list[Figure]:
         low, high = min(values), max(values)
         label = label_inches(["+" + name for name in names])
         canvas, axes = grid(len(panels), 4, 0.75 * len(names) + 0.6, 0.4 * len(names) + 0.5, left=label + 0.5,
-                            right=1.4, top=1.0, bottom=label if label > 1 else 0.7, gap=max(1.0, label + 0.2))
+                            right=1.4, top=1.0, bottom=label if slanted(names) else 0.7, gap=max(1.0, label + 0.2))
         for ax, panel in zip(axes, panels):
             cells = np.ma.masked_invalid(np.array(panel["matrix"], dtype=float))  # None: not scored, left blank
             image = ax.imshow(cells, cmap="viridis", vmin=low, vmax=high if high > low else low + 1, aspect="auto")
@@ -140,8 +145,8 @@ def accuracy_heatmaps(results: dict) -> list[Figure]:
                     shade = (value - low) / (high - low) if value is not None and high > low else 0.0
                     ax.text(j, i, "—" if value is None else f"{value:.1f}", ha="center", va="center", fontsize=8,
                             color="black" if shade > 0.6 or value is None else "white")
-            ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if label > 1 else 0,
-                          ha="right" if label > 1 else "center")
+            ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if slanted(names) else 0,
+                          ha="right" if slanted(names) else "center")
             ax.set_yticks(range(len(names) + 1), ["base", *(f"+{t}" for t in panel["order"])], fontsize=8)
             ax.set_title(f"{panel['method']} · {panel['scenario']}"
                          + (f"\norder {'→'.join(panel['order'])}" if several_orders else "")
@@ -354,7 +359,7 @@ def router_confusion(results: dict) -> list[Figure]:
               for router, by_method in tables.items() for method, (counts, runs) in by_method.items()]
     label = label_inches(names)
     canvas, axes = grid(len(panels), 4, 0.8 * len(names) + 0.4, 0.6 * len(names) + 0.4, left=label + 0.6, right=1.5,
-                        top=1.1, bottom=label + 0.4 if label > 1 else 0.8, gap=max(1.3, label + 0.5))
+                        top=1.1, bottom=label + 0.4 if slanted(names) else 0.8, gap=max(1.3, label + 0.5))
     for ax, panel in zip(axes, panels):
         shares = [[100.0 * c / max(1, sum(row)) for c in row] for row in panel["counts"]]
         image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=100)
@@ -362,8 +367,8 @@ def router_confusion(results: dict) -> list[Figure]:
             for j, count in enumerate(row):
                 ax.text(j, i, f"{shares[i][j]:.0f}%\n({count})", ha="center", va="center", fontsize=8,
                         color="black" if shares[i][j] > 60 else "white")
-        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if label > 1 else 0,
-                      ha="right" if label > 1 else "center")
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=30 if slanted(names) else 0,
+                      ha="right" if slanted(names) else "center")
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlabel("routed to", fontsize=8)
         ax.set_ylabel("task scored on", fontsize=8)

@@ -21,7 +21,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        padding: 0 24px 48px; color: #1a1a1a; }
 h1 { margin: 24px 0 8px; } h2 { margin-top: 40px; border-bottom: 1px solid #ccc; padding-bottom: 4px; }
 nav a { margin-right: 14px; } code, pre { font: 13px ui-monospace, Menlo, Consolas, monospace; }
-pre { background: #f6f6f6; padding: 10px; overflow-x: auto; max-height: 480px; }
+pre { background: #f6f6f6; padding: 10px; overflow: auto; max-height: 480px; white-space: pre-wrap; }
 .overview li { margin: 2px 0; }
 .table { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
