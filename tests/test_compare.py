@@ -129,12 +129,22 @@ def test_keys_that_do_not_change_results_and_a_method_in_one_config_only(tmp_pat
     changed["config"]["methods"]["olora"] = {"method": "olora", "r": 8}
     markdown = compare_runs([write_run(tmp_path, "a", make_results()), write_run(tmp_path, "b", changed)])
     # run.threads is not one of RESUMABLE_KEYS (threads can change floating-point sums), so it is not marked.
-    assert bullets_after(markdown, "B vs A: 4 keys differ (2 of them do not change results)") == [
+    assert bullets_after(markdown, "B vs A: 4 keys differ (2 of which do not change results)") == [
         '- methods.olora: (absent) → {"method": "olora", "r": 8}',
         '- run.executor: "local" → "ray" (does not change results)',
         "- run.threads: 1 → 4",
         '- tracking: (absent) → ["mlflow"] (does not change results)',
     ]
+
+
+def test_runs_that_differ_only_in_how_they_ran(tmp_path):
+    changed = make_results()
+    changed["config"]["tracking"] = []  # a run written before the key existed has none
+    markdown = compare_runs([write_run(tmp_path, "a", make_results()), write_run(tmp_path, "b", changed)])
+    assert "B vs A: 1 key differs, which does not change results\n" in markdown
+    changed["config"]["run"]["executor"] = "inline"
+    markdown = compare_runs([write_run(tmp_path, "a2", make_results()), write_run(tmp_path, "b2", changed)])
+    assert "B vs A: 2 keys differ, none of which changes results\n" in markdown
 
 
 def test_config_differences_lists_every_key_in_the_first_configs_order():

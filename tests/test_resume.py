@@ -96,7 +96,7 @@ def reference(mined_corpus, smoke_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_killed_twice_at_random_points_then_resumed_equals_the_uninterrupted_run(seed, reference, mined_corpus, tmp_path):
     """Ten kills in all: each run is killed once, its resumed run is killed again within what is left,
     then it resumes to the end. The lines are those the uninterrupted run logged: the header's 3, the

@@ -134,7 +134,10 @@ def _config_blocks(first: Run, later: Run) -> list[Block]:
         return [("p", f"{later.letter} vs {first.letter}: identical configs")]
     inert = sum(not changes_results(key) for key, _, _ in differences)
     count = f"{len(differences)} key{' differs' if len(differences) == 1 else 's differ'}"
-    note = f" ({inert} of them do not change results)" if inert else ""
+    if inert == len(differences):
+        note = ", which does not change results" if inert == 1 else ", none of which changes results"
+    else:
+        note = f" ({inert} of which do not change results)" if inert else ""
     items = [f"{key}: {_value(ours)} → {_value(theirs)}" + ("" if changes_results(key) else " (does not change results)")
              for key, ours, theirs in differences]
     return [("p", f"{later.letter} vs {first.letter}: {count}{note}"), ("ul", items)]
