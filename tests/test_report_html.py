@@ -98,7 +98,7 @@ def changed(results: dict, edit) -> dict:
 
 def test_a_heatmap_panel_is_the_mean_of_the_runs_matrices_and_follows_them(smoke_results):
     def panel(results):
-        (figure,) = [f for f in figures.accuracy_heatmaps(results) if f.key == "matrix-bleu"]
+        (figure,) = figures.accuracy_heatmaps(results, ("bleu",))
         (lora,) = [p for p in figure.data["panels"] if p["method"] == "lora" and p["scenario"] == "task-aware"]
         return figure, lora
 
@@ -146,7 +146,7 @@ def test_heatmap_rows_follow_each_runs_order_and_columns_the_streams(smoke_resul
         run = results["methods"]["lora"]["runs"][1]
         run["order"] = ["javascript", "python"]
         run["matrices"]["bleu"] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
-    (figure,) = [f for f in figures.accuracy_heatmaps(changed(smoke_results, edit)) if f.key == "matrix-bleu"]
+    (figure,) = figures.accuracy_heatmaps(changed(smoke_results, edit), ("bleu",))
     panels = [p for p in figure.data["panels"] if p["method"] == "lora" and p["scenario"] == "task-aware"]
     assert [p["order"] for p in panels] == [["python", "javascript"], ["javascript", "python"]]
     assert [p["runs"] for p in panels] == [1, 1]
@@ -161,7 +161,7 @@ def test_a_metric_a_task_has_no_score_for_is_left_blank(smoke_results):
                 for matrix in [run["matrices"].get("codebleu"), *(r["matrices"]["codebleu"] for r in (run.get("task_agnostic") or {}).values())]:
                     for row in matrix or []:
                         row[1] = None
-    (figure,) = [f for f in figures.accuracy_heatmaps(changed(smoke_results, edit)) if f.key == "matrix-codebleu"]
+    (figure,) = figures.accuracy_heatmaps(changed(smoke_results, edit), ("codebleu",))
     assert all(row[1] is None and row[0] is not None for p in figure.data["panels"] for row in p["matrix"])
 
 

@@ -120,12 +120,13 @@ def matrix_panels(results: dict, metric: str) -> list[dict]:
     return panels
 
 
-def accuracy_heatmaps(results: dict) -> list[Figure]:
+def accuracy_heatmaps(results: dict, metrics: tuple[str, ...] = tuple(METRIC_TITLES)) -> list[Figure]:
     """Per metric, every method's (and scenario's) accuracy matrix as an annotated heatmap on one colour scale."""
     names = task_names(results)
     several_orders = len(results["config"].get("orders") or [names]) > 1
     figures = []
-    for metric, title in METRIC_TITLES.items():
+    for metric in metrics:
+        title = METRIC_TITLES[metric]
         panels = matrix_panels(results, metric)
         if not panels:
             continue
