@@ -1,8 +1,9 @@
 """Each job's numbers, live, in the experiment trackers people already use: TensorBoard and MLflow, through
 accelerate's tracker classes (`accelerate.tracking`), to a folder inside the run (`tracking/<tracker>/`).
 
-Off by default (`tracking: []`); `prepare_trackers` before the jobs, then one tracker run per job, named by the job (`lora/seed0`). Its step axis
-counts the job's planned optimiser steps across the stream, so the tasks follow one another on one axis:
+Off by default (`tracking: []`). `prepare_trackers` runs before the jobs; then one tracker run per job, named
+by the job (`lora seed 0`). Its step axis counts the job's planned optimiser steps across the stream, so the
+tasks follow one another on one axis:
 - `train/loss`, `train/learning_rate`, `train/tokens_per_second` at every `train.log_every` steps;
 - `eval/<metric>/<task>` (every stream task's scores after each task trained), `eval/pass_at_1/<HumanEval task>`
   and `eval_task_agnostic/<router>/<metric>/<task>`, at the step where that task's training ended.
@@ -19,6 +20,7 @@ from codecl.errors import UserError
 
 # tracker -> (the module it imports, the extra that installs it)
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+MLFLOW_RUN_ID = "mlflow-run-id.txt"  # in the job's state/: the run a resumed job goes on in
 
 
 def tracking_folder(run_dir: Path, tracker: str) -> Path:
@@ -77,8 +79,6 @@ def _tracker(name: str, run_dir: Path, run_name: str, experiment: str, state: Pa
     run_id = (state / MLFLOW_RUN_ID).read_text() if resume_step is not None and (state / MLFLOW_RUN_ID).is_file() else None
     return MLflowTracker(experiment, run_name=run_name, run_id=run_id)
 
-
-MLFLOW_RUN_ID = "mlflow-run-id.txt"
 
 
 class JobTrackers:
